@@ -1,0 +1,299 @@
+"""All checkpoint reading and writing, in one place.
+
+A checkpoint is a folder:
+
+    checkpoint.json             manifest: format version, configs, level, which files hold what
+    tokenizer.json              the vocabulary (for word models a HuggingFace `tokenizers` file)
+    model-000120.safetensors    latest weights
+    best-000100.safetensors     weights with the best validation loss so far
+    train-000120.safetensors    optimizer moments, carried hidden state, RNG state (for resuming)
+    metrics.jsonl               one JSON object per evaluation
+
+Tensors are stored with safetensors and everything else as JSON, so loading never unpickles and
+never runs code. Every file is written to a temporary name in the same folder, fsynced and renamed
+into place; the manifest is replaced last and names the files it needs, so a crash at any moment
+leaves the previous manifest pointing at complete files. Files no manifest names are deleted
+after the new manifest is in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from bookgen.errors import BookgenError
+from bookgen.model import ModelConfig, RecurrentLM
+from bookgen.tokenizer import Tokenizer, tokenizer_from_json
+
+FORMAT = "bookgen-checkpoint"
+FORMAT_VERSION = 1
+MANIFEST = "checkpoint.json"
+TOKENIZER = "tokenizer.json"
+METRICS = "metrics.jsonl"
+
+
+# --- atomic file I/O -------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that `path` is either the old file or the whole new one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise BookgenError(f"cannot write to {path.parent}: {err.strerror or err}") from err
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise BookgenError(f"cannot write {path}: {err.strerror or err}") from err
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable on power loss (POSIX); not possible on every platform.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def append_metrics(folder: Path, record: dict) -> None:
+    with open(Path(folder) / METRICS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    path = Path(folder) / METRICS
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut short by a crash: everything before it is good
+    return records
+
+
+# --- what a checkpoint holds -----------------------------------------------------------------
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands, beyond its weights: enough to continue it exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # start of the next window within each stream row
+    tokens_seen: int = 0
+    elapsed_s: float = 0.0
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    python_rng: Any = None  # random.getstate(), as JSON-able lists
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model ready to use plus everything recorded with it."""
+
+    path: Path
+    manifest: dict
+    model: RecurrentLM
+    model_config: ModelConfig
+    tokenizer: Tokenizer
+
+    @property
+    def level(self) -> str:
+        return self.manifest["level"]
+
+    @property
+    def train_config(self) -> dict:
+        return self.manifest.get("train_config", {})
+
+
+def save_checkpoint(
+    folder: Path,
+    *,
+    model: RecurrentLM,
+    tokenizer: Tokenizer,
+    train_config: dict,
+    corpus: dict,
+    state: TrainingState,
+    optimizer: torch.optim.Optimizer | None = None,
+    hidden: tuple[torch.Tensor, ...] | None = None,
+    is_best: bool = False,
+) -> Path:
+    """Write the latest state of a run (and, if `is_best`, its best weights) into `folder`."""
+    folder = Path(folder)
+    old = _read_manifest(folder) if (folder / MANIFEST).exists() else None
+    step = state.step
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    weights = _untie(weights, model)
+    model_file = f"model-{step:07d}.safetensors"
+    atomic_write(folder / model_file, st_save(weights))
+    best_file = model_file if is_best else (old or {}).get("files", {}).get("best_model")
+    train_file = f"train-{step:07d}.safetensors"
+    atomic_write(folder / train_file, st_save(_train_tensors(optimizer, hidden)))
+    if not (folder / TOKENIZER).exists():
+        atomic_write(folder / TOKENIZER, tokenizer.to_json().encode("utf-8"))
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "level": tokenizer.level,
+        "model_config": model.config.to_dict(),
+        "train_config": train_config,
+        "corpus": corpus,
+        "training_state": _state_to_json(state),
+        "optimizer_groups": _optimizer_groups(optimizer),
+        "files": {
+            "tokenizer": TOKENIZER,
+            "model": model_file,
+            "best_model": best_file or model_file,
+            "train_state": train_file,
+        },
+    }
+    atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
+    _remove_unreferenced(folder, manifest["files"].values())
+    return folder
+
+
+def _untie(weights: dict[str, torch.Tensor], model: RecurrentLM) -> dict[str, torch.Tensor]:
+    # safetensors refuses tensors that share memory; tied output weights are rebuilt on load.
+    if model.config.tied:
+        weights.pop("output.weight", None)
+    return weights
+
+
+def _train_tensors(optimizer, hidden) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    for i, s in enumerate(hidden or ()):
+        tensors[f"hidden.{i}"] = s.detach().cpu().contiguous()
+    if optimizer is not None:
+        for index, values in optimizer.state_dict()["state"].items():
+            for name, value in values.items():
+                tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
+    return tensors
+
+
+def _optimizer_groups(optimizer) -> list[dict] | None:
+    if optimizer is None:
+        return None
+    return optimizer.state_dict()["param_groups"]
+
+
+def _state_to_json(state: TrainingState) -> dict:
+    data = dict(state.__dict__)
+    if data["python_rng"] is not None:
+        version, internal, gauss = data["python_rng"]
+        data["python_rng"] = [version, list(internal), gauss]
+    return data
+
+
+def _remove_unreferenced(folder: Path, keep) -> None:
+    keep = set(keep)
+    for path in folder.glob("*.safetensors"):
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = Path(folder) / MANIFEST
+    if not Path(folder).is_dir():
+        raise BookgenError(f"{folder}: no such checkpoint folder")
+    if not path.exists():
+        raise BookgenError(f"{folder}: not a bookgen checkpoint (no {MANIFEST})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BookgenError(f"{path}: damaged checkpoint manifest ({err})") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BookgenError(f"{path}: not a bookgen checkpoint manifest")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise BookgenError(
+            f"{folder}: checkpoint format version {version} was written by a newer bookgen "
+            f"(this one reads up to {FORMAT_VERSION}); upgrade bookgen to load it"
+        )
+    return manifest
+
+
+def read_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
+    """Load a safetensors file of the checkpoint; never unpickles."""
+    path = Path(folder) / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as err:
+        raise BookgenError(f"{path}: missing from the checkpoint") from err
+    except OSError as err:
+        raise BookgenError(f"{path}: cannot read ({err.strerror or err})") from err
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise BookgenError(f"{path}: damaged or not a safetensors file ({err})") from err
+
+
+def load_checkpoint(
+    folder: Path, *, which: str = "best_model", device: str | torch.device = "cpu"
+) -> Checkpoint:
+    """Load the model (`which` = "best_model" or "model", the latest) and tokenizer."""
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    try:
+        config = ModelConfig.from_dict(manifest["model_config"])
+        files = manifest["files"]
+        tokenizer_text = (folder / files["tokenizer"]).read_text(encoding="utf-8")
+        tokenizer = tokenizer_from_json(tokenizer_text, manifest["level"])
+    except FileNotFoundError as err:
+        raise BookgenError(f"{folder}: {Path(err.filename).name} is missing") from err
+    except (KeyError, TypeError, ValueError) as err:
+        raise BookgenError(f"{folder}: damaged checkpoint ({err!r})") from err
+    model = RecurrentLM(config)
+    weights = read_tensors(folder, files[which])
+    if config.tied:
+        weights["output.weight"] = weights.get("embedding.weight")
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError) as err:
+        raise BookgenError(f"{folder}: weights do not match the model config ({err})") from err
+    model.to(device).eval()
+    return Checkpoint(folder, manifest, model, config, tokenizer)
+
+
+def latest_checkpoint(root: Path = Path("checkpoints")) -> Path:
+    """The most recently written checkpoint folder under `root`."""
+    manifests = list(Path(root).glob(f"*/{MANIFEST}")) if Path(root).is_dir() else []
+    if not manifests:
+        raise BookgenError(
+            f"no checkpoint found under {root}/: train one first (bookgen train BOOK) "
+            "or pass --checkpoint DIR"
+        )
+    return max(manifests, key=lambda p: p.stat().st_mtime).parent

@@ -1,0 +1,378 @@
+"""The `bookgen` command: parse options, call the library, render. No torch work here."""
+
+from __future__ import annotations
+
+import functools
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bookgen.errors import BookgenError
+
+app = typer.Typer(
+    help=(
+        "Train recurrent language models (LSTM, GRU) on whole books and write new text in the "
+        "book's style.\n\n"
+        "Typical use: bookgen train BOOK.txt --minutes 5, then bookgen sample --seed 'It was'."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+def clean_errors(command):
+    """Turn a `BookgenError` into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        warnings.showwarning = _show_warning
+        try:
+            return command(*args, **kwargs)
+        except BookgenError as error:
+            err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+# --- bookgen corpus --------------------------------------------------------------------------
+
+
+@app.command()
+@clean_errors
+def corpus(
+    paths: Annotated[
+        list[str], typer.Argument(help="Book files, folders of .txt books, or globs.")
+    ],
+    dump: Annotated[
+        Optional[Path],
+        typer.Option(help="Write the exact cleaned text that training will see (UTF-8)."),
+    ] = None,
+) -> None:
+    """Show how bookgen reads your books: encoding, Gutenberg licence stripped, characters.
+
+    Real books come in many encodings and line-end conventions; bookgen decodes them, turns every
+    line end into \\n, drops control characters and removes the Project Gutenberg licence, so the
+    model learns the book and not the licence.
+    """
+    from bookgen.catalog import resolve_inputs
+    from bookgen.checkpoint import atomic_write
+    from bookgen.corpus import read_corpus
+
+    documents = read_corpus(resolve_inputs(paths))
+    table = Table(title="bookgen corpus")
+    for column in ("book", "encoding", "gutenberg header", "characters", "distinct"):
+        table.add_column(
+            column, justify="right" if column in ("characters", "distinct") else "left"
+        )
+    for d in documents:
+        stripped = "stripped" if d.gutenberg_stripped else "none"
+        table.add_row(d.name, d.encoding, stripped, f"{d.chars:,}", str(d.distinct_chars))
+    Console().print(table)
+    if dump is not None:
+        atomic_write(dump, "".join(d.text for d in documents).encode("utf-8"))
+        err.print(f"wrote the cleaned text to {dump}")
+
+
+# --- bookgen train ---------------------------------------------------------------------------
+
+
+@app.command()
+@clean_errors
+def train(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Books: .txt files, folders of them, globs, or a catalogue name "
+            "(shakespeare, pride-and-prejudice, moby-dick, ...).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Optional[Path],
+        typer.Option(help="Checkpoint folder. [default: checkpoints/<first book's name>]"),
+    ] = None,
+    minutes: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Time budget; the last evaluation and save fit inside it.",
+            rich_help_panel="Budget",
+        ),
+    ] = None,
+    steps: Annotated[
+        Optional[int], typer.Option(help="Stop after this many windows.", rich_help_panel="Budget")
+    ] = None,
+    epochs: Annotated[
+        Optional[float],
+        typer.Option(help="Stop after this many passes over the text.", rich_help_panel="Budget"),
+    ] = None,
+    cell: Annotated[
+        str, typer.Option(help="Recurrent cell: lstm or gru.", rich_help_panel="Model")
+    ] = "lstm",
+    layers: Annotated[
+        int, typer.Option(help="Stacked recurrent layers.", rich_help_panel="Model")
+    ] = 1,
+    hidden: Annotated[
+        int, typer.Option(help="Hidden state size per layer.", rich_help_panel="Model")
+    ] = 512,
+    embed: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Embedding size [default: = --hidden, which ties input and output weights].",
+            rich_help_panel="Model",
+        ),
+    ] = None,
+    dropout: Annotated[
+        float, typer.Option(help="Dropout (locked, per sequence).", rich_help_panel="Model")
+    ] = 0.0,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="B: parallel streams. The text is cut into B contiguous pieces, one per batch "
+            "row; each row's state carries on to its next window.",
+            rich_help_panel="Training",
+        ),
+    ] = 64,
+    bptt: Annotated[
+        int,
+        typer.Option(
+            help="T: tokens per window. Gradients flow back at most T tokens; the state "
+            "itself carries on across windows.",
+            rich_help_panel="Training",
+        ),
+    ] = 128,
+    lr: Annotated[
+        float,
+        typer.Option(
+            help="Peak learning rate (AdamW, warm-up then cosine decay).",
+            rich_help_panel="Training",
+        ),
+    ] = 3e-3,
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            help="Evaluate on the held-out text every N steps.", rich_help_panel="Training"
+        ),
+    ] = 250,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            help="Share of each book held out for validation (its end).", rich_help_panel="Training"
+        ),
+    ] = 0.1,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Random seed: the same seed and settings give the same run.",
+            rich_help_panel="Training",
+        ),
+    ] = 1337,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present), cpu or cuda.", rich_help_panel="Training")
+    ] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 where the hardware is fast at it), bf16 or fp32.",
+            rich_help_panel="Training",
+        ),
+    ] = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a model already in --out.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """Train a stateful character model on books and save it to a checkpoint folder.
+
+    The books' text is laid end to end and cut into --batch-size parallel streams. Each step
+    reads the next --bptt tokens of every stream; the hidden state is carried to the next window
+    (and detached, so gradients stop there) and reset where a stream enters a new book. The last
+    --val-fraction of each book is held out and evaluated the same way. With no budget given,
+    training runs for 10 minutes.
+    """
+    from bookgen.api import train as run_training
+
+    options = dict(
+        minutes=minutes,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        bptt=bptt,
+        learning_rate=lr,
+        eval_every=eval_every,
+        checkpoint_every=eval_every,
+        val_fraction=val_fraction,
+        seed=seed,
+        device=device,
+        precision=precision,
+    )
+    display = _TrainDisplay(quiet)
+    with display:
+        result = run_training(
+            paths,
+            out,
+            cell=cell,
+            layers=layers,
+            hidden_size=hidden,
+            embed_size=embed,
+            dropout=dropout,
+            on_event=display.on_event,
+            force=force,
+            download_progress=display.on_download,
+            **options,
+        )
+    best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
+    err.print(f"saved to {result.out} (best validation loss {best} nats/token)")
+    err.print(f"write with: bookgen sample --checkpoint {result.out} --seed 'Your text'")
+
+
+class _TrainDisplay:
+    """Renders trainer events as a rich progress bar on stderr."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            console=err,
+            disable=quiet,
+        )
+        self.task = None
+        self.download_task = None
+        self.last_val = ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+    def _start(self) -> None:
+        # Started lazily, so an error before training begins prints nothing but its own line.
+        if not self.progress.live.is_started:
+            self.progress.start()
+
+    def on_download(self, done: int, total: int | None) -> None:
+        self._start()
+        if self.download_task is None:
+            self.download_task = self.progress.add_task("download", total=total, info="")
+        self.progress.update(self.download_task, completed=done, info=f"{done / 1e6:.1f} MB")
+
+    def on_event(self, event) -> None:
+        from bookgen import trainer as t
+
+        if self.quiet:
+            return
+        if isinstance(event, t.Started):
+            err.print(
+                f"training on {', '.join(event.documents)}: {event.train_tokens:,} tokens "
+                f"({event.val_tokens:,} held out), vocabulary {event.vocab_size}, "
+                f"{event.parameters:,} parameters, {event.batch_size} streams, "
+                f"{event.device} {event.precision} -> {event.out}"
+            )
+            self._start()
+            self.task = self.progress.add_task("train", total=1.0, info="")
+        elif isinstance(event, t.Stepped):
+            info = (
+                f"step {event.step}  loss {event.loss:.3f}{self.last_val}  "
+                f"{event.tokens_per_s:,.0f} tok/s"
+            )
+            self.progress.update(self.task, completed=min(event.progress, 1.0), info=info)
+        elif isinstance(event, t.Evaluated):
+            m = event.metrics
+            self.last_val = f"  val {m['val_loss']:.3f} ({m['val_bits_per_char']:.3f} bpc)"
+            mark = " (best)" if event.best else ""
+            self.progress.console.print(
+                f"[bold]step {m['step']}[/]: val loss {m['val_loss']:.4f} nats/token, "
+                f"{m['val_bits_per_char']:.4f} bits/char{mark}"
+            )
+            if event.preview:
+                self.progress.console.print(
+                    f"[dim]{event.preview.strip()}[/]", markup=True, highlight=False
+                )
+        elif isinstance(event, t.Notice):
+            self.progress.console.print(f"[yellow]{event.message}[/]")
+
+
+# --- bookgen sample --------------------------------------------------------------------------
+
+
+@app.command()
+@clean_errors
+def sample(
+    seed: Annotated[
+        str,
+        typer.Option(
+            help="Text to start from. The model reads all of it first, then continues it."
+        ),
+    ] = "",
+    checkpoint: Annotated[
+        Optional[Path], typer.Option(help="Checkpoint folder [default: newest under checkpoints/].")
+    ] = None,
+    length: Annotated[
+        int, typer.Option(help="Tokens to write (characters for a character model).")
+    ] = 500,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            help="Randomness: 0 always takes the likeliest token; 1 samples the model as it "
+            "is; above 1 wilder."
+        ),
+    ] = 0.8,
+    top_k: Annotated[
+        int, typer.Option(help="Draw only from the K likeliest tokens (0: no limit).")
+    ] = 0,
+    top_p: Annotated[
+        float,
+        typer.Option(
+            help="Draw only from the likeliest tokens that together make up P of the "
+            "probability (1: no limit)."
+        ),
+    ] = 1.0,
+    random_seed: Annotated[
+        Optional[int], typer.Option(help="Fix the draws: the same seed gives the same text.")
+    ] = None,
+) -> None:
+    """Write a continuation of --seed in the style of the book.
+
+    stdout carries only the seed and the continuation, streamed as it is written, so it can be
+    piped. The continuation is drawn at random from the model's predictions, so a model primed
+    with "K" may well go on with any letter; use --temperature 0 for the single likeliest text.
+    """
+    from bookgen.sampler import load
+
+    if length < 0:
+        raise BookgenError(f"--length must be 0 or more, not {length}")
+    writer = load(checkpoint)
+    pieces = writer.generate(seed, length, temperature, top_k, top_p, random_seed)
+    out = sys.stdout
+    out.write(seed)
+    for piece in pieces:
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    out.flush()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

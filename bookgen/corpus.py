@@ -1,0 +1,286 @@
+"""Stage 1: turn the files a user names into clean text documents.
+
+Books arrive in every encoding and line-end convention there is (UTF-8 with or without a BOM,
+UTF-16, Windows-1252, Latin-1 with NEL line ends, CRLF, CR, stray NULs and form feeds), often
+wrapped in a Project Gutenberg licence. Training must see the same text whichever way a book
+was saved, so everything here ends in one canonical form: "\\n" line ends, NFC, no control
+characters but tab and newline, no licence, exactly one "\\n" at the end.
+
+    path(s) --expand_paths--> files --read_document--> bytes --decode_bytes--> str
+            --clean_text--> str --strip_gutenberg--> Document.text
+
+Nothing here writes to disk.
+"""
+
+from __future__ import annotations
+
+import codecs
+import glob
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bookgen.errors import BookgenError
+
+
+@dataclass(frozen=True)
+class Document:
+    """One book, as training sees it."""
+
+    name: str  # file stem, e.g. "pride-and-prejudice"
+    path: str  # the path as given (or as found inside a folder the user gave)
+    text: str = field(repr=False)  # a whole book is too long to show in a repr
+    encoding: str  # as detected by decode_bytes
+    gutenberg_stripped: bool
+
+    @property
+    def chars(self) -> int:
+        return len(self.text)
+
+    @property
+    def distinct_chars(self) -> int:
+        return len(set(self.text))
+
+
+# --- decoding ------------------------------------------------------------------------------
+
+# UTF-32 comes first: its little-endian BOM (FF FE 00 00) begins with UTF-16's (FF FE).
+_BOMS = (
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_UNICODE_ENCODINGS = {"utf-8", "utf-8-sig", "utf-16", "utf-32"}
+
+
+def _windows_1252_table() -> dict[int, str]:
+    """Latin-1 code point -> Windows-1252 character, for the 27 bytes where they differ.
+
+    Decoding as Latin-1 and then translating gives Windows-1252 in which the five bytes it
+    leaves undefined (0x81 0x8D 0x8F 0x90 0x9D) keep their Latin-1 meaning instead of failing.
+    """
+    table = {}
+    for byte in range(0x80, 0xA0):
+        try:
+            table[byte] = bytes([byte]).decode("windows-1252")
+        except UnicodeDecodeError:
+            pass
+    return table
+
+
+_WINDOWS_1252 = _windows_1252_table()
+
+# Category Cc is exactly U+0000-001F and U+007F-009F. These are the ones a text file may
+# legitimately hold (line ends, tab, page breaks, the DOS end-of-file mark); NUL is counted
+# on its own because a few stray NULs are common in real books.
+_ODD_CONTROLS = re.compile(r"[\x01-\x08\x0e-\x19\x1b-\x1f\x7f-\x84\x86-\x9f]")
+
+
+def decode_bytes(data: bytes, name: str = "<bytes>") -> tuple[str, str]:
+    """Return (text, encoding). Raise BookgenError for binary data.
+
+    Order: a byte-order mark, then strict UTF-8, then Latin-1 if 0x85 is the only line end,
+    else Windows-1252 (which never fails).
+    """
+    text, encoding = _decode_with_bom(data, name) or _decode_without_bom(data)
+    _reject_binary(text, encoding, name)
+    return text, encoding
+
+
+def _decode_with_bom(data: bytes, name: str) -> tuple[str, str] | None:
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding), encoding
+            except UnicodeDecodeError as error:
+                # A UTF-16 LE text whose first character is U+0000 also starts FF FE 00 00.
+                if encoding == "utf-32" and data.startswith(codecs.BOM_UTF16_LE):
+                    continue
+                raise BookgenError(
+                    f"{name}: starts with a {encoding.upper()} byte-order mark "
+                    f"but is not valid {encoding.upper()} ({error.reason} at byte {error.start})"
+                ) from None
+    return None
+
+
+def _decode_without_bom(data: bytes) -> tuple[str, str]:
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    # With no LF or CR anywhere, 0x85 can only be a NEL line end (old IBM/Latin-1 files);
+    # otherwise it is Windows-1252's ellipsis.
+    if b"\x85" in data and b"\n" not in data and b"\r" not in data:
+        return data.decode("latin-1"), "latin-1"
+    return data.decode("latin-1").translate(_WINDOWS_1252), "windows-1252"
+
+
+def _reject_binary(text: str, encoding: str, name: str) -> None:
+    if not text:
+        return
+    checks = (
+        (text.count("\x00"), 0.01, "NUL characters"),
+        (len(_ODD_CONTROLS.findall(text)), 0.05, "control characters"),
+    )
+    if encoding in _UNICODE_ENCODINGS:
+        # U+FFFD in valid UTF-8/16 means an earlier tool already failed to decode it.
+        checks += ((text.count("\ufffd"), 0.01, "U+FFFD replacement characters"),)
+    for count, limit, what in checks:
+        if count > limit * len(text):
+            raise BookgenError(
+                f"{name}: looks like a binary file, not text "
+                f"({count / len(text):.0%} of its {len(text):,} characters are {what})"
+            )
+
+
+# --- cleaning ------------------------------------------------------------------------------
+
+# CRLF first so that it counts as one line end, not two.
+_LINE_END = re.compile("\r\n|[\r\x85\u2028\u2029]")
+# Every Cc but tab and newline (CR and NEL are already gone), plus the BOM / zero-width
+# no-break space, which is invisible and only ever there by accident.
+_DROPPED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]")
+_LEADING_BLANK_LINES = re.compile(r"\A(?:[^\S\n]*\n)+")
+
+
+def clean_text(text: str) -> str:
+    """Normalise line ends and Unicode, drop control characters.
+
+    Line ends (CRLF, CR, NEL, U+2028, U+2029) become "\\n"; every control character but "\\n"
+    and "\\t" is dropped, and so is U+FEFF; the result is NFC. Blank lines at both ends go
+    and the text ends with exactly one "\\n" ("" if nothing is left). Other whitespace,
+    including the indentation of the first line, is kept.
+    """
+    text = _LINE_END.sub("\n", text)
+    # Drop before NFC, so a control character between a letter and its accent cannot
+    # leave them uncomposed; this also makes clean_text idempotent.
+    text = _DROPPED.sub("", text)
+    text = unicodedata.normalize("NFC", text)
+    return _trim_ends(text)
+
+
+def _trim_ends(text: str) -> str:
+    text = _LEADING_BLANK_LINES.sub("", text).rstrip()
+    return text + "\n" if text else ""
+
+
+# --- Project Gutenberg licence -------------------------------------------------------------
+
+# Marker lines may be indented (Pride and Prejudice's footer is) and are matched whole.
+_START = re.compile(
+    r"^[ \t]*(?:"
+    r"\*+[ \t]*START OF (?:THE |THIS )?PROJECT GUTENBERG E-?(?:BOOK|TEXT)\b"
+    r"|\*END\*THE SMALL PRINT! FOR PUBLIC DOMAIN E-?(?:BOOK|TEXT)S\*"
+    r")[^\n]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_END = re.compile(
+    r"^[ \t]*(?:\*+[ \t]*)?"
+    r"END OF (?:THE |THIS )?PROJECT GUTENBERG(?:['’]S\b| E-?(?:BOOK|TEXT)\b)[^\n]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def strip_gutenberg(text: str) -> tuple[str, bool]:
+    """Remove a Project Gutenberg licence header and footer; report whether one was found.
+
+    Expects cleaned text ("\\n" line ends). Keeps what lies between the header's end marker
+    and the first footer marker after it, with blank lines at both ends trimmed as in
+    clean_text. A footer without a header is still cut. No marker: the text comes back as is.
+    """
+    starts = list(_START.finditer(text))
+    ends = list(_END.finditer(text))
+    if not starts and not ends:
+        return text, False
+    begin = 0
+    if starts:
+        ends = [end for end in ends if end.start() >= starts[0].end()]
+        # Old headers can hold several start markers (the small print, then "*** START");
+        # the book begins after the last one before the footer.
+        limit = ends[0].start() if ends else len(text)
+        begin = [start for start in starts if start.start() < limit][-1].end()
+    finish = ends[0].start() if ends else len(text)
+    return _trim_ends(text[begin:finish]), True
+
+
+# --- files ---------------------------------------------------------------------------------
+
+
+def read_document(path: str | Path) -> Document:
+    """Read, decode, clean and un-licence one text file."""
+    path = Path(path)
+    text, encoding = decode_bytes(_read_bytes(path), name=str(path))
+    text, stripped = strip_gutenberg(clean_text(text))
+    if not text:
+        raise BookgenError(f"{path}: the file is empty (no text left after cleaning)")
+    return Document(
+        name=path.stem, path=str(path), text=text, encoding=encoding, gutenberg_stripped=stripped
+    )
+
+
+def _read_bytes(path: Path) -> bytes:
+    if path.is_dir():
+        raise BookgenError(f"{path}: is a folder, not a file (read_corpus takes folders)")
+    if not path.exists():
+        raise BookgenError(f"{path}: no such file")
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise BookgenError(f"{path}: cannot read the file (permission denied)") from None
+    except OSError as error:
+        raise BookgenError(f"{path}: cannot read the file ({error.strerror})") from None
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files, folders (every *.txt inside, recursively, sorted) or globs, in argument order.
+
+    A file named explicitly is taken whatever its suffix. The same file reached twice (by two
+    arguments, or a file and its folder) is kept once, where it first appeared.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]  # a lone path is an easy mistake; a str would iterate by character
+    if not paths:
+        raise BookgenError("no input files given")
+    found: dict[Path, Path] = {}  # resolved -> as the user would recognise it
+    for argument in paths:
+        for path in _expand_one(Path(argument)):
+            found.setdefault(path.resolve(), path)
+    return list(found.values())
+
+
+def _expand_one(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return _texts_in_folder(path)
+    if any(character in str(path) for character in "*?["):
+        matches = [Path(match) for match in sorted(glob.glob(str(path), recursive=True))]
+        matches = [match for match in matches if match.is_file()]
+        if not matches:
+            raise BookgenError(f"{path}: no file matches")
+        return matches
+    raise BookgenError(f"{path}: no such file or folder")
+
+
+def _texts_in_folder(folder: Path) -> list[Path]:
+    # Suffix case is ignored (books saved on Windows are often BOOK.TXT); hidden folders
+    # such as .ipynb_checkpoints hold copies that would silently count a book twice.
+    texts = [
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() == ".txt"
+        and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
+    if not texts:
+        raise BookgenError(f"{folder}: no .txt files in this folder")
+    return sorted(texts, key=lambda path: path.relative_to(folder).parts)
+
+
+def read_corpus(paths: Sequence[str | Path]) -> list[Document]:
+    """expand_paths, then read_document for each file, in that order."""
+    return [read_document(path) for path in expand_paths(paths)]

@@ -1,0 +1,152 @@
+"""Streaming generation from a trained model.
+
+Priming: the whole seed is run through the model, token by token in one forward pass, so the
+hidden state holds the seed's context; the first new token is drawn from the distribution after
+the seed's *last* token. From then on each drawn token is fed back in. Randomness comes only
+from an explicit `torch.Generator`, so the same random seed gives the same text.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
+from bookgen.errors import BookgenError, BookgenWarning
+from bookgen.model import RecurrentLM, State
+from bookgen.tokenizer import UNK_ID, Tokenizer
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    temperature: float = 0.8  # 0 = greedy (always the most likely token)
+    top_k: int = 0  # 0 = no limit
+    top_p: float = 1.0  # 1.0 = no nucleus cut
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise BookgenError(f"temperature must be 0 or more, not {self.temperature}")
+        if self.top_k < 0:
+            raise BookgenError(f"top-k must be 0 (off) or more, not {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise BookgenError(f"top-p must be in (0, 1], not {self.top_p}")
+
+
+def choose_token(
+    logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator
+) -> int:
+    """Draw one token id from 1-D `logits` (V,), never the unknown token."""
+    logits = logits.float().cpu().clone()
+    logits[UNK_ID] = float("-inf")
+    if settings.temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits / settings.temperature
+    if 0 < settings.top_k < logits.numel():
+        kth = torch.topk(logits, settings.top_k).values[-1]
+        logits[logits < kth] = float("-inf")
+    probs = torch.softmax(logits, dim=-1)
+    if settings.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # Keep the smallest set of tokens whose mass reaches top_p (always at least one).
+        drop = torch.cumsum(sorted_probs, 0) - sorted_probs >= settings.top_p
+        sorted_probs[drop] = 0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@dataclass
+class Primed:
+    """The model's state after some text, and its prediction for the next token."""
+
+    state: State
+    logits: torch.Tensor  # (V,)
+
+
+class TextGenerator:
+    """A trained model with its tokenizer, ready to write. Returned by `bookgen.load`."""
+
+    def __init__(
+        self, model: RecurrentLM, tokenizer: Tokenizer, checkpoint: Checkpoint | None = None
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.checkpoint = checkpoint
+        self.device = next(self.model.parameters()).device
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Checkpoint) -> TextGenerator:
+        return cls(checkpoint.model.eval(), checkpoint.tokenizer, checkpoint)
+
+    @torch.no_grad()
+    def prime(self, text: str, primed: Primed | None = None) -> Primed:
+        """Run `text` through the model, starting from `primed` (or a fresh state)."""
+        if not text and primed is None:
+            # Nothing to read: start as at the beginning of a line, if the book has lines.
+            text = "" if self.tokenizer.unknown("\n") else "\n"
+        unknown = self.tokenizer.unknown(text)
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:10])
+            warnings.warn(
+                f"not in the model's vocabulary, read as unknown: {shown}",
+                BookgenWarning,
+                stacklevel=3,
+            )
+        ids = self.tokenizer.encode(text)
+        state = primed.state if primed is not None else self.model.init_state(1, self.device)
+        if not ids:
+            if primed is not None:
+                return primed
+            ids = [UNK_ID]
+        tokens = torch.tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)
+        logits, state = self.model(tokens, state)
+        return Primed(state, logits[-1, 0])
+
+    @torch.no_grad()
+    def stream(
+        self,
+        primed: Primed,
+        length: int,
+        settings: SamplingSettings,
+        generator: torch.Generator,
+    ) -> Iterator[str]:
+        """Yield `length` tokens' text one at a time; `primed` is advanced in place."""
+        for _ in range(length):
+            token = choose_token(primed.logits, settings, generator)
+            yield self.tokenizer.decode([token])
+            inputs = torch.tensor([[token]], device=self.device)
+            logits, primed.state = self.model(inputs, primed.state)
+            primed.logits = logits[-1, 0]
+
+    def generate(
+        self,
+        seed: str = "",
+        length: int = 500,
+        temperature: float = 0.8,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        random_seed: int | None = None,
+    ) -> Iterator[str]:
+        """Prime with the whole `seed`, then yield the continuation piece by piece."""
+        if length < 0:
+            raise BookgenError(f"length must be 0 or more, not {length}")
+        settings = SamplingSettings(temperature, top_k, top_p)
+        generator = make_generator(random_seed)
+        return self.stream(self.prime(seed), length, settings, generator)
+
+
+def make_generator(random_seed: int | None) -> torch.Generator:
+    """A CPU generator: the same seed gives the same draws on any device."""
+    if random_seed is None:
+        random_seed = random.SystemRandom().randrange(2**63)
+    return torch.Generator().manual_seed(random_seed)
+
+
+def load(path: str | Path | None = None, *, device: str = "cpu", which: str = "best_model"):
+    """Load a checkpoint folder (default: the newest under ./checkpoints) for generation."""
+    folder = Path(path) if path is not None else latest_checkpoint()
+    return TextGenerator.from_checkpoint(load_checkpoint(folder, which=which, device=device))

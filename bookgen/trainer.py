@@ -1,0 +1,452 @@
+"""Stateful training: carry the hidden state across windows, detach it, reset it between books.
+
+The trainer has no user interface. It reports what happens as events (`Started`, `Stepped`,
+`Evaluated`, `Saved`, `Notice`) to an `on_event` callback: the CLI draws a progress display from
+them, tests collect them in a list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bookgen import checkpoint as ckpt
+from bookgen.corpus import Document
+from bookgen.errors import BookgenError
+from bookgen.model import ModelConfig, RecurrentLM, State, detach_state
+from bookgen.sampler import TextGenerator
+from bookgen.streams import StreamBatcher, TokenStream
+from bookgen.tokenizer import CharTokenizer, Tokenizer
+
+LN2 = math.log(2)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    level: str = "char"
+    batch_size: int = 64  # B: number of parallel streams (batch rows)
+    bptt: int = 128  # T: tokens per window; gradients flow back at most this far
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1  # the cosine decay ends at learning_rate * min_lr_ratio
+    grad_clip: float = 1.0
+    steps: int | None = None
+    epochs: float | None = None
+    minutes: float | None = None
+    eval_every: int = 250
+    checkpoint_every: int = 250
+    val_fraction: float = 0.1
+    val_batch_size: int = 16
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | bf16 | fp32
+    preview_length: int = 200
+
+    def __post_init__(self) -> None:
+        if self.level not in ("char",):
+            raise BookgenError(f"--level must be char, not {self.level!r}")
+        if self.steps is None and self.epochs is None and self.minutes is None:
+            raise BookgenError("give a training budget: --steps, --epochs or --minutes")
+        for name in ("steps", "epochs", "minutes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise BookgenError(f"--{name} must be more than 0, not {value}")
+        for name in ("batch_size", "bptt", "eval_every", "checkpoint_every", "val_batch_size"):
+            if getattr(self, name) < 1:
+                raise BookgenError(f"{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.val_fraction < 1:
+            raise BookgenError(f"--val-fraction must be in (0, 1), not {self.val_fraction}")
+        if self.learning_rate <= 0:
+            raise BookgenError(f"--lr must be more than 0, not {self.learning_rate}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise BookgenError(f"--device must be auto, cpu or cuda, not {self.device!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise BookgenError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Started:
+    out: Path
+    device: str
+    precision: str
+    parameters: int
+    vocab_size: int
+    train_tokens: int
+    val_tokens: int
+    batch_size: int
+    windows_per_epoch: int
+    documents: list[str]
+
+
+@dataclass
+class Stepped:
+    step: int
+    epoch: float
+    loss: float
+    lr: float
+    tokens_per_s: float
+    elapsed_s: float
+    progress: float  # 0..1 of the budget
+
+
+@dataclass
+class Evaluated:
+    metrics: dict  # the record written to metrics.jsonl
+    preview: str
+    best: bool
+
+
+@dataclass
+class Saved:
+    path: Path
+    step: int
+
+
+@dataclass
+class Notice:
+    message: str
+
+
+Event = Started | Stepped | Evaluated | Saved | Notice
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    best_val_loss: float | None
+    metrics: list[dict] = field(default_factory=list)
+
+
+# --- data ------------------------------------------------------------------------------------
+
+
+@dataclass
+class PreparedData:
+    tokenizer: Tokenizer
+    train: TokenStream
+    val: TokenStream
+    corpus: dict  # recorded in the checkpoint: which books, their fingerprints
+
+
+def split_document(text: str, val_fraction: float) -> tuple[str, str]:
+    """The last `val_fraction` of a document's characters are held out (nanoGPT's split)."""
+    cut = int(len(text) * (1 - val_fraction))
+    return text[:cut], text[cut:]
+
+
+def prepare_data(documents: Sequence[Document], config: TrainConfig) -> PreparedData:
+    splits = [split_document(d.text, config.val_fraction) for d in documents]
+    train_texts = [t for t, _ in splits]
+    val_texts = [v for _, v in splits if v]
+    tokenizer = CharTokenizer.build(train_texts)
+    train = TokenStream.from_documents(
+        [tokenizer.encode(t) for t in train_texts], sum(map(len, train_texts))
+    )
+    if not val_texts or sum(map(len, val_texts)) < 2:
+        raise BookgenError("the text is too short to hold out a validation part")
+    val = TokenStream.from_documents(
+        [tokenizer.encode(t) for t in val_texts], sum(map(len, val_texts))
+    )
+    corpus = {
+        "documents": [
+            {
+                "name": d.name,
+                "chars": d.chars,
+                "sha256": hashlib.sha256(d.text.encode("utf-8")).hexdigest(),
+            }
+            for d in documents
+        ],
+        "val_fraction": config.val_fraction,
+    }
+    return PreparedData(tokenizer, train, val, corpus)
+
+
+# --- devices and precision -------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BookgenError("--device cuda: no CUDA GPU is available here (use --device cpu)")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """bf16 autocast where the hardware runs it fast (recent GPUs, CPUs with AVX-512 bf16)."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(
+    model: RecurrentLM, batcher: StreamBatcher, device: torch.device, precision: str
+) -> float:
+    """Mean nats per token over the whole stream, state carried from window to window."""
+    was_training = model.training
+    model.eval()
+    state = model.init_state(batcher.batch_size, device)
+    total, count = 0.0, 0
+    for window in batcher.windows():
+        with autocast(device, precision):
+            logits, state = model(window.inputs.to(device), state, window.resets.to(device))
+        nats = F.cross_entropy(
+            logits.float().flatten(0, 1), window.targets.to(device).flatten(), reduction="none"
+        )
+        mask = window.loss_mask.to(device).flatten()
+        total += float(nats[mask].sum())
+        count += int(mask.sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def bits_per_char(nats_per_token: float, tokens: int, chars: int) -> float:
+    """Total nats over the text / (characters * ln 2): comparable across tokenizations."""
+    return nats_per_token * tokens / (chars * LN2)
+
+
+# --- the training loop -----------------------------------------------------------------------
+
+
+class Trainer:
+    def __init__(
+        self,
+        documents: Sequence[Document],
+        model_options: dict,
+        config: TrainConfig,
+        out: Path,
+        on_event: Callable[[Event], None] | None = None,
+        force: bool = False,
+    ) -> None:
+        self.config = config
+        self.out = Path(out)
+        self.emit = on_event or (lambda event: None)
+        _prepare_out(self.out, force)
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.data = prepare_data(documents, config)
+        model_config = ModelConfig(vocab_size=self.data.tokenizer.vocab_size, **model_options)
+        self.model = RecurrentLM(model_config).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            betas=(0.9, 0.99),
+        )
+        self.batcher = StreamBatcher(self.data.train, config.batch_size, config.bptt)
+        self.val_batcher = StreamBatcher(self.data.val, config.val_batch_size, config.bptt)
+        self.state = ckpt.TrainingState()
+        self.documents = [d.name for d in documents]
+
+    # The learning rate: linear warm-up, then cosine decay over the budget.
+    def learning_rate(self, progress: float) -> float:
+        c = self.config
+        if self.state.step < c.warmup_steps:
+            return c.learning_rate * (self.state.step + 1) / c.warmup_steps
+        decay = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return c.learning_rate * (c.min_lr_ratio + (1 - c.min_lr_ratio) * decay)
+
+    def progress(self, elapsed: float, reserve: float) -> float:
+        """How much of the budget is used, 0..1: the largest of steps, epochs and time."""
+        c, s = self.config, self.state
+        parts = [0.0]
+        if c.steps is not None:
+            parts.append(s.step / c.steps)
+        if c.epochs is not None:
+            parts.append((s.epoch + s.position / self.batcher.row_length) / c.epochs)
+        if c.minutes is not None:
+            parts.append(elapsed / max(c.minutes * 60 - reserve, 1e-9))
+        return max(parts)
+
+    def run(self) -> TrainResult:
+        c = self.config
+        self.emit(self._started())
+        reserve = self._estimate_eval_seconds() * 1.3 + 1.0
+        start = time.perf_counter() - self.state.elapsed_s
+        hidden = self.model.init_state(self.batcher.batch_size, self.device)
+        losses: list[float] = []
+        tokens_at_start, elapsed_at_start = self.state.tokens_seen, self.state.elapsed_s
+        last_evaluated = -1
+        done = False
+        while not done:
+            for window in self.batcher.windows(self.state.epoch, c.seed, self.state.position):
+                elapsed = time.perf_counter() - start
+                if self.progress(elapsed, reserve) >= 1.0:
+                    done = True
+                    break
+                lr = self.learning_rate(self.progress(elapsed, reserve))
+                loss, hidden = self._step(window, hidden, lr)
+                losses.append(loss)
+                s = self.state
+                s.step += 1
+                s.position = window.start + window.inputs.size(0)
+                s.tokens_seen += window.inputs.numel()
+                elapsed = time.perf_counter() - start
+                s.elapsed_s = elapsed
+                rate = (s.tokens_seen - tokens_at_start) / max(elapsed - elapsed_at_start, 1e-9)
+                epoch = s.epoch + s.position / self.batcher.row_length
+                self.emit(
+                    Stepped(s.step, epoch, loss, lr, rate, elapsed, self.progress(elapsed, reserve))
+                )
+                if s.step % c.eval_every == 0:
+                    self._evaluate_and_save(losses, lr, rate, hidden)
+                    losses, last_evaluated = [], s.step
+                elif s.step % c.checkpoint_every == 0:
+                    self._save(hidden, is_best=False)
+            else:
+                # The epoch is over: rows jump back to the start of their streams, so the carried
+                # state no longer matches the text and starts again from zero.
+                self.state.epoch += 1
+                self.state.position = 0
+                hidden = self.model.init_state(self.batcher.batch_size, self.device)
+        if last_evaluated != self.state.step:
+            elapsed = time.perf_counter() - start
+            rate = (self.state.tokens_seen - tokens_at_start) / max(
+                elapsed - elapsed_at_start, 1e-9
+            )
+            self._evaluate_and_save(losses, self.learning_rate(1.0), rate, hidden)
+        metrics = ckpt.read_metrics(self.out)
+        return TrainResult(self.out, self.state.step, self.state.best_val_loss, metrics)
+
+    def _step(self, window, hidden: State, lr: float) -> tuple[float, State]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        inputs = window.inputs.to(self.device)
+        with autocast(self.device, self.precision):
+            logits, hidden = self.model(inputs, hidden, window.resets.to(self.device))
+        nats = F.cross_entropy(
+            logits.float().flatten(0, 1), window.targets.to(self.device).flatten(), reduction="none"
+        )
+        mask = window.loss_mask.to(self.device).flatten()
+        loss = nats[mask].mean() if bool(mask.any()) else nats.sum() * 0
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        # Truncated BPTT: keep the state's values for the next window, drop its history.
+        return float(loss.detach()), detach_state(hidden)
+
+    def _evaluate_and_save(self, losses: list[float], lr: float, rate: float, hidden) -> None:
+        s = self.state
+        val_loss = evaluate(self.model, self.val_batcher, self.device, self.precision)
+        val = self.data.val
+        is_best = s.best_val_loss is None or val_loss < s.best_val_loss
+        if is_best:
+            s.best_val_loss, s.best_step = val_loss, s.step
+        record = {
+            "step": s.step,
+            "tokens": s.tokens_seen,
+            "epoch": round(s.epoch + s.position / self.batcher.row_length, 6),
+            "train_loss": sum(losses) / len(losses) if losses else None,
+            "val_loss": val_loss,
+            "val_bits_per_char": bits_per_char(val_loss, len(val), val.chars),
+            "lr": lr,
+            "elapsed_s": round(s.elapsed_s, 3),
+            "tokens_per_s": round(rate, 1),
+        }
+        ckpt.append_metrics(self.out, record)
+        self._save(hidden, is_best=is_best)
+        self.emit(Evaluated(record, self._preview(), is_best))
+
+    def _preview(self) -> str:
+        if self.config.preview_length <= 0:
+            return ""
+        was_training = self.model.training
+        self.model.eval()
+        writer = TextGenerator(self.model, self.data.tokenizer)
+        text = "".join(writer.generate("", self.config.preview_length, random_seed=self.state.step))
+        self.model.train(was_training)
+        return text
+
+    def _save(self, hidden: State, is_best: bool) -> None:
+        self.state.python_rng = random.getstate()
+        ckpt.save_checkpoint(
+            self.out,
+            model=self.model,
+            tokenizer=self.data.tokenizer,
+            train_config=asdict(self.config),
+            corpus=self.data.corpus,
+            state=self.state,
+            optimizer=self.optimizer,
+            hidden=hidden,
+            is_best=is_best,
+        )
+        self.emit(Saved(self.out, self.state.step))
+
+    def _estimate_eval_seconds(self) -> float:
+        """Time one validation window to budget the evaluations that must fit in --minutes."""
+        windows = list(self.val_batcher.windows())
+        if not windows:
+            return 0.0
+        self.model.eval()
+        state = self.model.init_state(self.val_batcher.batch_size, self.device)
+        with torch.no_grad(), autocast(self.device, self.precision):
+            self.model(windows[0].inputs.to(self.device), state)  # warm-up
+            begin = time.perf_counter()
+            self.model(windows[0].inputs.to(self.device), state)
+            seconds = time.perf_counter() - begin
+        self.model.train()
+        # Plus the sample preview: one token per forward step.
+        return seconds * len(windows) + 0.002 * self.config.preview_length
+
+    def _started(self) -> Started:
+        return Started(
+            out=self.out,
+            device=str(self.device),
+            precision=self.precision,
+            parameters=self.model.parameter_count(),
+            vocab_size=self.data.tokenizer.vocab_size,
+            train_tokens=len(self.data.train),
+            val_tokens=len(self.data.val),
+            batch_size=self.batcher.batch_size,
+            windows_per_epoch=self.batcher.windows_per_epoch(),
+            documents=self.documents,
+        )
+
+
+def _prepare_out(out: Path, force: bool) -> None:
+    if (out / ckpt.MANIFEST).exists() and not force:
+        raise BookgenError(
+            f"{out} already holds a trained model; choose another --out, "
+            "or pass --force to replace it"
+        )
+    if out.exists() and not out.is_dir():
+        raise BookgenError(f"{out} exists and is not a folder")
+    if force and out.is_dir():
+        for name in (ckpt.MANIFEST, ckpt.TOKENIZER, ckpt.METRICS):
+            (out / name).unlink(missing_ok=True)
+        for path in out.glob("*.safetensors"):
+            path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BookgenError(f"cannot create {out}: {err.strerror or err}") from err

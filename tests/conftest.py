@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny books and tiny models, so the whole suite runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import bookgen
+
+SHARED_CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
+
+TINY_BOOK = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom, "
+    "it was the age of foolishness, it was the epoch of belief, it was the epoch of "
+    "incredulity, it was the season of Light, it was the season of Darkness.\n\n"
+) * 12
+
+# A tiny model that trains in about a second.
+TINY_MODEL = dict(hidden_size=32, batch_size=4, bptt=16, precision="fp32", device="cpu")
+
+
+def shared_corpus(relative: str) -> Path:
+    path = SHARED_CORPORA / relative
+    if not path.exists():
+        pytest.skip(f"{path} not found: real books live in ../shared/corpora, not in the repo")
+    return path
+
+
+@pytest.fixture
+def tiny_book(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_BOOK, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def trained(tmp_path: Path, tiny_book: Path) -> Path:
+    """A checkpoint folder of a tiny model trained for 40 steps on the tiny book."""
+    out = tmp_path / "model"
+    bookgen.train(tiny_book, out, steps=40, eval_every=20, **TINY_MODEL)
+    return out

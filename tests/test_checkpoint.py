@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from bookgen.checkpoint import FORMAT_VERSION, MANIFEST, load_checkpoint, read_metrics
+from bookgen.errors import BookgenError
+
+
+def manifest(folder: Path) -> dict:
+    return json.loads((folder / MANIFEST).read_text())
+
+
+def test_checkpoint_holds_everything_needed_to_sample(trained: Path, tmp_path: Path):
+    files = manifest(trained)["files"]
+    names = sorted(p.name for p in trained.iterdir())
+    # Only what the manifest names (plus metrics): no temporary or stale files left behind.
+    assert names == sorted({*files.values(), "checkpoint.json", "metrics.jsonl"})
+    loaded = load_checkpoint(trained, which="model")
+    again = load_checkpoint(trained, which="model")
+    tokens = torch.tensor(loaded.tokenizer.encode("It was the")).view(-1, 1)
+    a, _ = loaded.model(tokens, loaded.model.init_state(1))
+    b, _ = again.model(tokens, again.model.init_state(1))
+    assert torch.equal(a, b)
+    records = read_metrics(trained)
+    assert [r["step"] for r in records] == [20, 40]
+    assert set(records[0]) == {
+        "step",
+        "tokens",
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_bits_per_char",
+        "lr",
+        "elapsed_s",
+        "tokens_per_s",
+    }
+
+
+class Boom:
+    def __reduce__(self):
+        return (Path("/tmp/bookgen-pwned").touch, ())
+
+
+def test_a_crafted_pickle_is_refused_and_never_run(trained: Path):
+    target = trained / manifest(trained)["files"]["best_model"]
+    target.write_bytes(pickle.dumps({"weights": Boom()}))
+    Path("/tmp/bookgen-pwned").unlink(missing_ok=True)
+    with pytest.raises(BookgenError, match="damaged or not a safetensors file"):
+        load_checkpoint(trained)
+    assert not Path("/tmp/bookgen-pwned").exists()
+
+
+def test_truncated_weights_missing_files_and_future_versions(trained: Path):
+    weights = trained / manifest(trained)["files"]["best_model"]
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BookgenError, match="damaged or not a safetensors file"):
+        load_checkpoint(trained)
+    weights.unlink()
+    with pytest.raises(BookgenError, match="missing from the checkpoint"):
+        load_checkpoint(trained)
+    m = manifest(trained)
+    m["format_version"] = FORMAT_VERSION + 1
+    (trained / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BookgenError, match="written by a newer bookgen"):
+        load_checkpoint(trained)
+
+
+def test_not_a_checkpoint(tmp_path: Path):
+    with pytest.raises(BookgenError, match="no such checkpoint folder"):
+        load_checkpoint(tmp_path / "nope")
+    with pytest.raises(BookgenError, match="not a bookgen checkpoint"):
+        load_checkpoint(tmp_path)

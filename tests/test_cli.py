@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bookgen.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str, **kwargs):
+    return runner.invoke(app, [str(a) for a in args], **kwargs)
+
+
+def test_train_then_sample_from_the_cli(tiny_book: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(
+        "train",
+        tiny_book,
+        "--steps",
+        "30",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "4",
+        "--bptt",
+        "16",
+        "--precision",
+        "fp32",
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "checkpoints" / "tiny" / "checkpoint.json").exists()
+    # Without --checkpoint, the newest checkpoint under ./checkpoints is used.
+    a = run("sample", "--seed", "It was", "--length", "50", "--random-seed", "3")
+    b = run("sample", "--seed", "It was", "--length", "50", "--random-seed", "3")
+    assert a.exit_code == 0, a.output
+    assert a.stdout == b.stdout
+    assert a.stdout.startswith("It was") and len(a.stdout) == len("It was") + 50 + 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--temperature", "-1"], "temperature must be 0 or more"),
+        (["--top-p", "0"], "top-p must be in (0, 1]"),
+        (["--top-k", "-1"], "top-k must be 0"),
+        (["--length", "-5"], "--length must be 0 or more"),
+    ],
+)
+def test_bad_sampling_values_exit_2_with_one_line(trained: Path, args, message):
+    result = run("sample", "--checkpoint", trained, "--seed", "It", *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_input_files_exit_2(tmp_path: Path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("   \n\n")
+    cases = [
+        ([tmp_path / "missing.txt"], "no such file"),
+        ([empty], "empty"),
+        ([tmp_path / "no-books"], "no .txt files"),
+    ]
+    (tmp_path / "no-books").mkdir()
+    (tmp_path / "x.bin").write_bytes(bytes(range(256)) * 20)
+    cases.append(([tmp_path / "x.bin"], "binary"))
+    for paths, message in cases:
+        result = run("train", *paths, "--steps", "1", "--out", tmp_path / "out")
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr
+        assert "Traceback" not in result.output
+        assert result.stderr.startswith("error: ")
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_without_any_checkpoint(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run("sample", "--seed", "x")
+    assert result.exit_code == 2
+    assert "no checkpoint found" in result.stderr
+
+
+def test_corpus_table_and_dump(tmp_path: Path):
+    book = tmp_path / "book.txt"
+    book.write_bytes(
+        b"*** START OF THE PROJECT GUTENBERG EBOOK X ***\r\n\r\n"
+        b"\x93Hello,\x94 she said.\r\n\r\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\r\n"
+    )
+    dump = tmp_path / "clean.txt"
+    result = run("corpus", book, "--dump", dump)
+    assert result.exit_code == 0, result.output
+    assert "windows-1252" in result.stdout and "stripped" in result.stdout
+    assert dump.read_text(encoding="utf-8") == "“Hello,” she said.\n"
+
+
+def test_installed_command_runs_and_teaches():
+    result = subprocess.run(
+        [sys.executable, "-m", "bookgen.cli", "train", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0
+    assert "parallel streams" in result.stdout

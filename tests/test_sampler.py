@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import bookgen
+from bookgen.errors import BookgenError, BookgenWarning
+from tests.conftest import TINY_MODEL
+
+
+def text(writer, seed, **kwargs) -> str:
+    return "".join(writer.generate(seed, **kwargs))
+
+
+def test_same_random_seed_same_text_other_seed_other_text(trained: Path):
+    writer = bookgen.load(trained)
+    a = text(writer, "It was", length=80, random_seed=1)
+    assert a == text(writer, "It was", length=80, random_seed=1)
+    assert a != text(writer, "It was", length=80, random_seed=2)
+    assert len(a) == 80
+
+
+def test_greedy_and_top_k_1_agree(trained: Path):
+    writer = bookgen.load(trained)
+    greedy = text(writer, "it was", length=40, temperature=0)
+    assert greedy == text(writer, "it was", length=40, temperature=1.0, top_k=1, random_seed=5)
+    assert greedy == text(writer, "it was", length=40, temperature=0.7, top_p=1e-6, random_seed=9)
+
+
+def test_a_trained_model_continues_the_pattern_it_learned(tmp_path: Path):
+    book = tmp_path / "abc.txt"
+    book.write_text("abcdefg " * 400)
+    out = tmp_path / "abc"
+    bookgen.train(book, out, steps=60, learning_rate=1e-2, **TINY_MODEL)
+    writer = bookgen.load(out)
+    # The seed sets the state: after "cde" comes "fg abcdefg ...", whatever letter we end on.
+    assert text(writer, "abcde", length=12, temperature=0) == "fg abcdefg a"
+    assert text(writer, "ab", length=6, temperature=0) == "cdefg "
+
+
+def test_unknown_seed_characters_warn_and_still_write(trained: Path):
+    writer = bookgen.load(trained)
+    with pytest.warns(BookgenWarning, match="'Z'"):
+        out = text(writer, "Zqx it was", length=10, random_seed=0)
+    assert len(out) == 10 and "\ufffd" not in out
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"temperature": -1}, "temperature must be 0 or more"),
+        ({"top_p": 0}, r"top-p must be in \(0, 1\]"),
+        ({"top_p": 1.5}, r"top-p must be in \(0, 1\]"),
+        ({"top_k": -2}, "top-k must be 0"),
+        ({"length": -1}, "length must be 0 or more"),
+    ],
+)
+def test_invalid_settings_are_refused(trained: Path, kwargs, message):
+    with pytest.raises(BookgenError, match=message):
+        text(bookgen.load(trained), "It", **kwargs)

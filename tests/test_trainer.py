@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import bookgen
+from bookgen.checkpoint import read_metrics
+from bookgen.errors import BookgenError
+from bookgen.trainer import Evaluated, Saved, Started, Stepped
+from tests.conftest import TINY_MODEL
+
+
+def test_training_reports_events_and_learns(tiny_book: Path, tmp_path: Path):
+    events = []
+    result = bookgen.train(
+        tiny_book, tmp_path / "run", steps=60, eval_every=20, on_event=events.append, **TINY_MODEL
+    )
+    assert isinstance(events[0], Started)
+    steps = [e for e in events if isinstance(e, Stepped)]
+    assert [e.step for e in steps] == list(range(1, 61))
+    evals = [e for e in events if isinstance(e, Evaluated)]
+    assert [e.metrics["step"] for e in evals] == [20, 40, 60]
+    assert any(isinstance(e, Saved) for e in events)
+    losses = [e.metrics["val_loss"] for e in evals]
+    assert losses[-1] < losses[0] < 3.5  # it learns (uniform over the vocabulary is ~3.3 nats)
+    assert result.best_val_loss == min(losses)
+    assert len(evals[-1].preview) == 200
+
+
+def test_same_seed_same_run(tiny_book: Path, tmp_path: Path):
+    bookgen.train(tiny_book, tmp_path / "a", steps=30, eval_every=10, seed=7, **TINY_MODEL)
+    bookgen.train(tiny_book, tmp_path / "b", steps=30, eval_every=10, seed=7, **TINY_MODEL)
+    bookgen.train(tiny_book, tmp_path / "c", steps=30, eval_every=10, seed=8, **TINY_MODEL)
+
+    def losses(name):
+        return [r["val_loss"] for r in read_metrics(tmp_path / name)]
+
+    assert losses("a") == losses("b")
+    assert losses("a") != losses("c")
+
+
+def test_epoch_budget_and_bits_per_char(tiny_book: Path, tmp_path: Path):
+    result = bookgen.train(tiny_book, tmp_path / "e", epochs=2, eval_every=1000, **TINY_MODEL)
+    (record,) = result.metrics
+    assert record["epoch"] == pytest.approx(2.0)
+    # For characters, bits per character is nats per token / ln 2.
+    assert record["val_bits_per_char"] == pytest.approx(record["val_loss"] / 0.6931471805599453)
+
+
+def test_several_books_train_with_resets(tmp_path: Path):
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "a.txt").write_text("aaaa bbbb cccc. " * 60)
+    (books / "b.txt").write_text("xyz xyz xyz. " * 60)
+    events = []
+    bookgen.train(books, tmp_path / "ab", steps=5, on_event=events.append, **TINY_MODEL)
+    assert events[0].documents == ["a", "b"]
+
+
+def test_an_existing_model_is_not_overwritten(trained: Path, tiny_book: Path):
+    before = {p.name: p.read_bytes() for p in trained.iterdir()}
+    with pytest.raises(BookgenError, match="already holds a trained model"):
+        bookgen.train(tiny_book, trained, steps=5, **TINY_MODEL)
+    assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
+    bookgen.train(tiny_book, trained, steps=5, force=True, **TINY_MODEL)
+    assert [r["step"] for r in read_metrics(trained)] == [5]
+
+
+def test_minutes_budget_stops_in_time(tiny_book: Path, tmp_path: Path):
+    result = bookgen.train(tiny_book, tmp_path / "m", minutes=0.05, **TINY_MODEL)
+    assert 0 < result.metrics[-1]["elapsed_s"] <= 3.0
