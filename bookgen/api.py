@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
+from bookgen import checkpoint as ckpt
 from bookgen.catalog import resolve_inputs
 from bookgen.corpus import read_corpus
+from bookgen.errors import BookgenError
+from bookgen.model import ModelConfig
 from bookgen.trainer import Event, TrainConfig, Trainer, TrainResult
 
 DEFAULT_MINUTES = 10.0
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+BUDGET = {"steps", "epochs", "minutes"}
+# What a resumed run may change: how long it runs and where, not what it learns from.
+MAY_CHANGE_ON_RESUME = BUDGET | {
+    "device",
+    "precision",
+    "eval_every",
+    "checkpoint_every",
+    "preview_length",
+}
 
 
 def default_out(first_document_name: str) -> Path:
@@ -20,35 +36,61 @@ def train(
     corpus: str | Path | Sequence[str | Path],
     out: str | Path | None = None,
     *,
-    cell: str = "lstm",
-    layers: int = 1,
-    hidden_size: int = 512,
-    embed_size: int | None = None,
-    dropout: float = 0.0,
-    on_event: Callable[[Event], None] | None = None,
+    resume: bool = False,
     force: bool = False,
+    on_event: Callable[[Event], None] | None = None,
     download: bool = True,
     download_progress: Callable[[int, int | None], None] | None = None,
-    **train_options,
+    **options: Any,
 ) -> TrainResult:
-    """Train on books (files, folders, globs or catalogue names) and write a checkpoint folder.
+    """Train on books (files, folders, globs or catalogue names) into a checkpoint folder.
 
-    `train_options` are the fields of `TrainConfig` (steps, minutes, epochs, batch_size, bptt,
-    learning_rate, seed, device, ...). With no budget given, training runs for 10 minutes.
+    `options` are fields of `ModelConfig` (cell, layers, hidden_size, embed_size, dropout) and of
+    `TrainConfig` (steps, minutes, epochs, level, batch_size, bptt, learning_rate, seed, device,
+    ...); None or absent means the default, or with `resume` the saved run's value. With no
+    budget at all, training runs for 10 minutes.
     """
+    unknown = set(options) - MODEL_FIELDS - TRAIN_FIELDS
+    if unknown:
+        raise TypeError(f"bookgen.train() got unknown options: {', '.join(sorted(unknown))}")
+    options = {k: v for k, v in options.items() if v is not None}
     paths = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
-    documents = read_corpus(
-        resolve_inputs([str(p) for p in paths], download=download, progress=download_progress)
-    )
-    if not any(train_options.get(k) is not None for k in ("steps", "epochs", "minutes")):
-        train_options["minutes"] = DEFAULT_MINUTES
-    config = TrainConfig(**train_options)
-    model_options = {
-        "cell": cell,
-        "layers": layers,
-        "hidden_size": hidden_size,
-        "embed_size": embed_size if embed_size is not None else hidden_size,
-        "dropout": dropout,
-    }
+    inputs = resolve_inputs([str(p) for p in paths], download=download, progress=download_progress)
+    documents = read_corpus(inputs)
     out_path = Path(out) if out is not None else default_out(documents[0].name)
-    return Trainer(documents, model_options, config, out_path, on_event, force).run()
+    if resume:
+        model_options, train_options = _resumed_options(out_path, options)
+    else:
+        model_options = {k: v for k, v in options.items() if k in MODEL_FIELDS}
+        train_options = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
+        if not BUDGET & set(train_options):
+            train_options["minutes"] = DEFAULT_MINUTES
+    config = TrainConfig(**train_options)
+    trainer = Trainer(
+        documents, model_options, config, out_path, on_event, force=force, resume=resume
+    )
+    return trainer.run()
+
+
+def _resumed_options(out: Path, options: dict) -> tuple[dict, dict]:
+    """The saved run's settings, with the changes a resumed run may make."""
+    if not (out / ckpt.MANIFEST).exists():
+        raise BookgenError(f"--resume: {out} holds no saved run to continue")
+    manifest = ckpt.read_manifest(out)
+    saved_model = {k: v for k, v in manifest["model_config"].items() if k in MODEL_FIELDS}
+    saved_train = {k: v for k, v in manifest["train_config"].items() if k in TRAIN_FIELDS}
+    saved = {**saved_model, **saved_train}
+    conflicts = [
+        f"{name} is {saved.get(name)!r} in the saved run, {value!r} now"
+        for name, value in options.items()
+        if name not in MAY_CHANGE_ON_RESUME and saved.get(name) != value
+    ]
+    if conflicts:
+        raise BookgenError(
+            f"--resume: settings differ from the run saved in {out}: {'; '.join(conflicts)}"
+        )
+    train_options = {**saved_train, **{k: v for k, v in options.items() if k in TRAIN_FIELDS}}
+    if BUDGET & set(options):  # a new budget replaces the saved one whole
+        for name in BUDGET - set(options):
+            train_options[name] = None
+    return saved_model, train_options

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise BookgenError(f"cannot write {path}: {err.strerror or err}") from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # e.g. a second Ctrl-C: leave no temporary file
+        raise
     _fsync_dir(path.parent)
 
 
@@ -83,6 +87,12 @@ def append_metrics(folder: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def truncate_metrics(folder: Path, step: int) -> None:
+    """Drop records after `step`: a resumed run writes them again."""
+    kept = [r for r in read_metrics(folder) if r["step"] <= step]
+    atomic_write(Path(folder) / METRICS, "".join(json.dumps(r) + "\n" for r in kept).encode())
 
 
 def read_metrics(folder: Path) -> list[dict]:
@@ -112,6 +122,8 @@ class TrainingState:
     elapsed_s: float = 0.0
     best_val_loss: float | None = None
     best_step: int | None = None
+    loss_sum: float = 0.0  # training losses since the last evaluation (for its train_loss)
+    loss_count: int = 0
     python_rng: Any = None  # random.getstate(), as JSON-able lists
     extra: dict = field(default_factory=dict)
 
@@ -149,7 +161,7 @@ def save_checkpoint(
 ) -> Path:
     """Write the latest state of a run (and, if `is_best`, its best weights) into `folder`."""
     folder = Path(folder)
-    old = _read_manifest(folder) if (folder / MANIFEST).exists() else None
+    old = read_manifest(folder) if (folder / MANIFEST).exists() else None
     step = state.step
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = _untie(weights, model)
@@ -220,12 +232,14 @@ def _remove_unreferenced(folder: Path, keep) -> None:
     for path in folder.glob("*.safetensors"):
         if path.name not in keep:
             path.unlink(missing_ok=True)
+    for path in folder.glob(".*.tmp"):  # left by a process killed mid-write
+        path.unlink(missing_ok=True)
 
 
 # --- loading ---------------------------------------------------------------------------------
 
 
-def _read_manifest(folder: Path) -> dict:
+def read_manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
     if not Path(folder).is_dir():
         raise BookgenError(f"{folder}: no such checkpoint folder")
@@ -261,29 +275,75 @@ def read_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
         raise BookgenError(f"{path}: damaged or not a safetensors file ({err})") from err
 
 
-def load_checkpoint(
-    folder: Path, *, which: str = "best_model", device: str | torch.device = "cpu"
-) -> Checkpoint:
-    """Load the model (`which` = "best_model" or "model", the latest) and tokenizer."""
-    folder = Path(folder)
-    manifest = _read_manifest(folder)
+def load_tokenizer(folder: Path, manifest: dict) -> Tokenizer:
     try:
-        config = ModelConfig.from_dict(manifest["model_config"])
-        files = manifest["files"]
-        tokenizer_text = (folder / files["tokenizer"]).read_text(encoding="utf-8")
-        tokenizer = tokenizer_from_json(tokenizer_text, manifest["level"])
+        text = (Path(folder) / manifest["files"]["tokenizer"]).read_text(encoding="utf-8")
+        return tokenizer_from_json(text, manifest["level"])
     except FileNotFoundError as err:
         raise BookgenError(f"{folder}: {Path(err.filename).name} is missing") from err
     except (KeyError, TypeError, ValueError) as err:
-        raise BookgenError(f"{folder}: damaged checkpoint ({err!r})") from err
-    model = RecurrentLM(config)
-    weights = read_tensors(folder, files[which])
-    if config.tied:
+        raise BookgenError(f"{folder}: damaged tokenizer ({err!r})") from err
+
+
+def restore_training(
+    folder: Path,
+    manifest: dict,
+    model: RecurrentLM,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+) -> tuple[TrainingState, tuple[torch.Tensor, ...] | None]:
+    """Load the latest weights, optimizer, RNG and carried state into a fresh run."""
+    files = manifest["files"]
+    _load_weights(folder, model, read_tensors(folder, files["model"]))
+    model.to(device)
+    tensors = read_tensors(folder, files["train_state"])
+    moments: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            moments.setdefault(int(index), {})[name] = value
+    try:
+        optimizer.load_state_dict({"state": moments, "param_groups": manifest["optimizer_groups"]})
+    except (KeyError, ValueError, RuntimeError) as err:
+        raise BookgenError(
+            f"{folder}: the optimizer state does not fit this model ({err})"
+        ) from err
+    hidden_keys = sorted(k for k in tensors if k.startswith("hidden."))
+    hidden = tuple(tensors[k].to(device) for k in hidden_keys) or None
+    data = dict(manifest["training_state"])
+    state = TrainingState(**data)
+    if state.python_rng is not None:
+        version, internal, gauss = state.python_rng
+        random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return state, hidden
+
+
+def _load_weights(folder: Path, model: RecurrentLM, weights: dict[str, torch.Tensor]) -> None:
+    if model.config.tied:
         weights["output.weight"] = weights.get("embedding.weight")
     try:
         model.load_state_dict(weights)
     except (RuntimeError, TypeError) as err:
         raise BookgenError(f"{folder}: weights do not match the model config ({err})") from err
+
+
+def load_checkpoint(
+    folder: Path, *, which: str = "best_model", device: str | torch.device = "cpu"
+) -> Checkpoint:
+    """Load the model (`which` = "best_model" or "model", the latest) and tokenizer."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    try:
+        config = ModelConfig.from_dict(manifest["model_config"])
+        files = manifest["files"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise BookgenError(f"{folder}: damaged checkpoint ({err!r})") from err
+    tokenizer = load_tokenizer(folder, manifest)
+    model = RecurrentLM(config)
+    _load_weights(folder, model, read_tensors(folder, files[which]))
     model.to(device).eval()
     return Checkpoint(folder, manifest, model, config, tokenizer)
 

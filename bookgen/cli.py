@@ -89,6 +89,12 @@ def corpus(
 # --- bookgen train ---------------------------------------------------------------------------
 
 
+BUDGET = "Budget (stops at whichever comes first)"
+MODEL = "Model"
+WORDS = "Word level"
+TRAINING = "Training"
+
+
 @app.command()
 @clean_errors
 def train(
@@ -104,135 +110,179 @@ def train(
         Optional[Path],
         typer.Option(help="Checkpoint folder. [default: checkpoints/<first book's name>]"),
     ] = None,
-    minutes: Annotated[
-        Optional[float],
+    resume: Annotated[
+        bool,
         typer.Option(
-            help="Time budget; the last evaluation and save fit inside it.",
-            rich_help_panel="Budget",
+            "--resume",
+            help="Continue the run saved in --out exactly where it stopped (weights, optimizer, "
+            "stream position, carried state, random state). Budget flags may change.",
         ),
-    ] = None,
-    steps: Annotated[
-        Optional[int], typer.Option(help="Stop after this many windows.", rich_help_panel="Budget")
-    ] = None,
-    epochs: Annotated[
-        Optional[float],
-        typer.Option(help="Stop after this many passes over the text.", rich_help_panel="Budget"),
-    ] = None,
-    cell: Annotated[
-        str, typer.Option(help="Recurrent cell: lstm or gru.", rich_help_panel="Model")
-    ] = "lstm",
-    layers: Annotated[
-        int, typer.Option(help="Stacked recurrent layers.", rich_help_panel="Model")
-    ] = 1,
-    hidden: Annotated[
-        int, typer.Option(help="Hidden state size per layer.", rich_help_panel="Model")
-    ] = 512,
-    embed: Annotated[
-        Optional[int],
-        typer.Option(
-            help="Embedding size [default: = --hidden, which ties input and output weights].",
-            rich_help_panel="Model",
-        ),
-    ] = None,
-    dropout: Annotated[
-        float, typer.Option(help="Dropout (locked, per sequence).", rich_help_panel="Model")
-    ] = 0.0,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            help="B: parallel streams. The text is cut into B contiguous pieces, one per batch "
-            "row; each row's state carries on to its next window.",
-            rich_help_panel="Training",
-        ),
-    ] = 64,
-    bptt: Annotated[
-        int,
-        typer.Option(
-            help="T: tokens per window. Gradients flow back at most T tokens; the state "
-            "itself carries on across windows.",
-            rich_help_panel="Training",
-        ),
-    ] = 128,
-    lr: Annotated[
-        float,
-        typer.Option(
-            help="Peak learning rate (AdamW, warm-up then cosine decay).",
-            rich_help_panel="Training",
-        ),
-    ] = 3e-3,
-    eval_every: Annotated[
-        int,
-        typer.Option(
-            help="Evaluate on the held-out text every N steps.", rich_help_panel="Training"
-        ),
-    ] = 250,
-    val_fraction: Annotated[
-        float,
-        typer.Option(
-            help="Share of each book held out for validation (its end).", rich_help_panel="Training"
-        ),
-    ] = 0.1,
-    seed: Annotated[
-        int,
-        typer.Option(
-            help="Random seed: the same seed and settings give the same run.",
-            rich_help_panel="Training",
-        ),
-    ] = 1337,
-    device: Annotated[
-        str, typer.Option(help="auto (CUDA when present), cpu or cuda.", rich_help_panel="Training")
-    ] = "auto",
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="auto (bf16 where the hardware is fast at it), bf16 or fp32.",
-            rich_help_panel="Training",
-        ),
-    ] = "auto",
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a model already in --out.")
     ] = False,
+    minutes: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Wall-clock budget; the last evaluation and save fit inside it. "
+            "[default: 10 when no budget is given]",
+            rich_help_panel=BUDGET,
+        ),
+    ] = None,
+    steps: Annotated[
+        Optional[int], typer.Option(help="Stop after this many windows.", rich_help_panel=BUDGET)
+    ] = None,
+    epochs: Annotated[
+        Optional[float],
+        typer.Option(help="Stop after this many passes over the text.", rich_help_panel=BUDGET),
+    ] = None,
+    level: Annotated[
+        Optional[str],
+        typer.Option(help="Tokens: char (letters) or word. [default: char]", rich_help_panel=MODEL),
+    ] = None,
+    cell: Annotated[
+        Optional[str],
+        typer.Option(help="Recurrent cell: lstm or gru. [default: lstm]", rich_help_panel=MODEL),
+    ] = None,
+    layers: Annotated[
+        Optional[int], typer.Option(help="Stacked layers. [default: 1]", rich_help_panel=MODEL)
+    ] = None,
+    hidden: Annotated[
+        Optional[int],
+        typer.Option(help="Hidden state size per layer. [default: 512]", rich_help_panel=MODEL),
+    ] = None,
+    embed: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Embedding size; equal to --hidden, input and output weights are tied. "
+            "[default: = --hidden]",
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
+    dropout: Annotated[
+        Optional[float],
+        typer.Option(help="Dropout, one mask per sequence. [default: 0]", rich_help_panel=MODEL),
+    ] = None,
+    vocab_size: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Words kept; rarer ones are unknown. [default: 20000]", rich_help_panel=WORDS
+        ),
+    ] = None,
+    min_count: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Words seen fewer times are unknown. [default: 2]", rich_help_panel=WORDS
+        ),
+    ] = None,
+    lowercase: Annotated[
+        Optional[bool],
+        typer.Option("--lowercase", help="Lowercase all words.", rich_help_panel=WORDS),
+    ] = None,
+    embeddings: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="GloVe or word2vec text file: start word embeddings from it.",
+            rich_help_panel=WORDS,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            help="B: parallel streams. The text is cut into B contiguous pieces, one per batch "
+            "row; each row's state carries on to its next window. [default: 32]",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
+    bptt: Annotated[
+        Optional[int],
+        typer.Option(
+            help="T: tokens per window. Gradients flow back at most T tokens; the state "
+            "itself carries on across windows. [default: 64]",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
+    lr: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Peak learning rate (AdamW, warm-up then cosine decay). [default: 5e-3]",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
+    eval_every: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Evaluate on the held-out text and save every N steps. [default: 250]",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Save the latest state every N steps, so a crash loses little. [default: 200]",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
+    val_fraction: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Share of each book held out for validation (its end). [default: 0.1]",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
+    seed: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Random seed: the same seed and settings give the same run. [default: 1337]",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
+    device: Annotated[
+        Optional[str],
+        typer.Option(help="auto (CUDA when present), cpu or cuda.", rich_help_panel=TRAINING),
+    ] = None,
+    precision: Annotated[
+        Optional[str],
+        typer.Option(
+            help="auto (bf16 where the hardware is fast at it), bf16 or fp32.",
+            rich_help_panel=TRAINING,
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
-    """Train a stateful character model on books and save it to a checkpoint folder.
+    """Train a stateful character or word model on books and save it to a checkpoint folder.
 
     The books' text is laid end to end and cut into --batch-size parallel streams. Each step
     reads the next --bptt tokens of every stream; the hidden state is carried to the next window
     (and detached, so gradients stop there) and reset where a stream enters a new book. The last
-    --val-fraction of each book is held out and evaluated the same way. With no budget given,
-    training runs for 10 minutes.
+    --val-fraction of each book is held out and evaluated the same way. Ctrl-C saves and stops;
+    --resume continues.
     """
     from bookgen.api import train as run_training
+    from bookgen.trainer import TrainingInterrupted
 
     options = dict(
-        minutes=minutes,
-        steps=steps,
-        epochs=epochs,
-        batch_size=batch_size,
-        bptt=bptt,
-        learning_rate=lr,
-        eval_every=eval_every,
-        checkpoint_every=eval_every,
-        val_fraction=val_fraction,
-        seed=seed,
-        device=device,
-        precision=precision,
-    )
+        minutes=minutes, steps=steps, epochs=epochs, level=level, cell=cell, layers=layers,
+        hidden_size=hidden, embed_size=embed, dropout=dropout, vocab_size=vocab_size,
+        min_count=min_count, lowercase=lowercase,
+        embeddings=str(embeddings) if embeddings else None, batch_size=batch_size, bptt=bptt,
+        learning_rate=lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
+        val_fraction=val_fraction, seed=seed, device=device, precision=precision,
+    )  # fmt: skip
     display = _TrainDisplay(quiet)
-    with display:
-        result = run_training(
-            paths,
-            out,
-            cell=cell,
-            layers=layers,
-            hidden_size=hidden,
-            embed_size=embed,
-            dropout=dropout,
-            on_event=display.on_event,
-            force=force,
-            download_progress=display.on_download,
-            **options,
-        )
+    try:
+        with display:
+            result = run_training(
+                paths, out, resume=resume, force=force, on_event=display.on_event,
+                download_progress=display.on_download, **options,
+            )  # fmt: skip
+    except TrainingInterrupted as stop:
+        err.print(f"{stop}")
+        err.print(f"continue with: bookgen train {' '.join(paths)} --out {stop.out} --resume")
+        raise typer.Exit(stop.exit_code) from None
+    except KeyboardInterrupt:
+        err.print("stopped at once; the last checkpoint saved is intact")
+        raise typer.Exit(130) from None
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
     err.print(f"saved to {result.out} (best validation loss {best} nats/token)")
     err.print(f"write with: bookgen sample --checkpoint {result.out} --seed 'Your text'")
@@ -280,6 +330,8 @@ class _TrainDisplay:
         if self.quiet:
             return
         if isinstance(event, t.Started):
+            if event.resumed_at_step:
+                err.print(f"resuming at step {event.resumed_at_step}")
             err.print(
                 f"training on {', '.join(event.documents)}: {event.train_tokens:,} tokens "
                 f"({event.val_tokens:,} held out), vocabulary {event.vocab_size}, "
@@ -289,10 +341,8 @@ class _TrainDisplay:
             self._start()
             self.task = self.progress.add_task("train", total=1.0, info="")
         elif isinstance(event, t.Stepped):
-            info = (
-                f"step {event.step}  loss {event.loss:.3f}{self.last_val}  "
-                f"{event.tokens_per_s:,.0f} tok/s"
-            )
+            loss = f"{event.loss:.3f}" if event.loss is not None else "skipped"
+            info = f"step {event.step}  loss {loss}{self.last_val}  {event.tokens_per_s:,.0f} tok/s"
             self.progress.update(self.task, completed=min(event.progress, 1.0), info=info)
         elif isinstance(event, t.Evaluated):
             m = event.metrics

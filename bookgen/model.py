@@ -25,11 +25,13 @@ class ModelConfig:
     cell: str = "lstm"  # "lstm" or "gru"
     layers: int = 1
     hidden_size: int = 512
-    embed_size: int = 512
+    embed_size: int | None = None  # None: the same as hidden_size, so the weights can be tied
     dropout: float = 0.0
     tie_weights: bool = True  # share embedding and output weights when embed == hidden
 
     def __post_init__(self) -> None:
+        if self.embed_size is None:
+            object.__setattr__(self, "embed_size", self.hidden_size)
         if self.cell not in ("lstm", "gru"):
             raise BookgenError(f"--cell must be lstm or gru, not {self.cell!r}")
         if self.vocab_size < 2:

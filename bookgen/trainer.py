@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import math
 import random
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,10 +34,14 @@ LN2 = math.log(2)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    level: str = "char"
-    batch_size: int = 64  # B: number of parallel streams (batch rows)
-    bptt: int = 128  # T: tokens per window; gradients flow back at most this far
-    learning_rate: float = 3e-3
+    level: str = "char"  # "char" or "word"
+    vocab_size: int = 20000  # word level: the most frequent words kept (the rest are unknown)
+    min_count: int = 2  # word level: words seen fewer times are unknown
+    lowercase: bool = False  # word level
+    embeddings: str | None = None  # word level: GloVe / word2vec text file to start from
+    batch_size: int = 32  # B: number of parallel streams (batch rows)
+    bptt: int = 64  # T: tokens per window; gradients flow back at most this far
+    learning_rate: float = 5e-3
     weight_decay: float = 0.01
     warmup_steps: int = 50
     min_lr_ratio: float = 0.1  # the cosine decay ends at learning_rate * min_lr_ratio
@@ -44,34 +50,38 @@ class TrainConfig:
     epochs: float | None = None
     minutes: float | None = None
     eval_every: int = 250
-    checkpoint_every: int = 250
+    checkpoint_every: int = 200
     val_fraction: float = 0.1
     val_batch_size: int = 16
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32
     preview_length: int = 200
+    max_bad_steps: int = 10  # consecutive non-finite steps before training stops
 
     def __post_init__(self) -> None:
-        if self.level not in ("char",):
-            raise BookgenError(f"--level must be char, not {self.level!r}")
+        if self.level not in ("char", "word"):
+            raise BookgenError(f"--level must be char or word, not {self.level!r}")
         if self.steps is None and self.epochs is None and self.minutes is None:
             raise BookgenError("give a training budget: --steps, --epochs or --minutes")
         for name in ("steps", "epochs", "minutes"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise BookgenError(f"--{name} must be more than 0, not {value}")
-        for name in ("batch_size", "bptt", "eval_every", "checkpoint_every", "val_batch_size"):
+        positive = ("batch_size", "bptt", "eval_every", "checkpoint_every", "val_batch_size")
+        for name in (*positive, "vocab_size", "min_count", "max_bad_steps"):
             if getattr(self, name) < 1:
-                raise BookgenError(f"{name.replace('_', '-')} must be at least 1")
+                raise BookgenError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 < self.val_fraction < 1:
             raise BookgenError(f"--val-fraction must be in (0, 1), not {self.val_fraction}")
-        if self.learning_rate <= 0:
+        if not self.learning_rate > 0:
             raise BookgenError(f"--lr must be more than 0, not {self.learning_rate}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise BookgenError(f"--device must be auto, cpu or cuda, not {self.device!r}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise BookgenError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
+        if self.embeddings is not None and self.level != "word":
+            raise BookgenError("--embeddings needs --level word")
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -89,13 +99,14 @@ class Started:
     batch_size: int
     windows_per_epoch: int
     documents: list[str]
+    resumed_at_step: int = 0
 
 
 @dataclass
 class Stepped:
     step: int
     epoch: float
-    loss: float
+    loss: float | None  # None: a non-finite step that was skipped
     lr: float
     tokens_per_s: float
     elapsed_s: float
@@ -148,11 +159,24 @@ def split_document(text: str, val_fraction: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def prepare_data(documents: Sequence[Document], config: TrainConfig) -> PreparedData:
+def build_tokenizer(train_texts: Sequence[str], config: TrainConfig) -> Tokenizer:
+    if config.level == "word":
+        from bookgen.tokenizer import WordTokenizer
+
+        return WordTokenizer.build(
+            train_texts, config.vocab_size, config.min_count, config.lowercase
+        )
+    return CharTokenizer.build(train_texts)
+
+
+def prepare_data(
+    documents: Sequence[Document], config: TrainConfig, tokenizer: Tokenizer | None = None
+) -> PreparedData:
+    """Split each book, build the vocabulary from the training parts (unless given), encode."""
     splits = [split_document(d.text, config.val_fraction) for d in documents]
     train_texts = [t for t, _ in splits]
     val_texts = [v for _, v in splits if v]
-    tokenizer = CharTokenizer.build(train_texts)
+    tokenizer = tokenizer or build_tokenizer(train_texts, config)
     train = TokenStream.from_documents(
         [tokenizer.encode(t) for t in train_texts], sum(map(len, train_texts))
     )
@@ -206,16 +230,29 @@ def autocast(device: torch.device, precision: str):
 
 @torch.no_grad()
 def evaluate(
-    model: RecurrentLM, batcher: StreamBatcher, device: torch.device, precision: str
+    model: RecurrentLM,
+    batcher: StreamBatcher,
+    device: torch.device,
+    precision: str,
+    reset_every: int | None = None,
 ) -> float:
-    """Mean nats per token over the whole stream, state carried from window to window."""
+    """Mean nats per token over the whole stream, state carried from window to window.
+
+    `reset_every` N zeroes the state every N tokens of each row, as a model that only ever sees
+    N tokens of context would read the text: the gap to the carried-state loss is what the
+    carried state is worth.
+    """
     was_training = model.training
     model.eval()
     state = model.init_state(batcher.batch_size, device)
     total, count = 0.0, 0
     for window in batcher.windows():
+        resets = window.resets
+        if reset_every is not None:
+            positions = torch.arange(window.start, window.start + resets.size(0))
+            resets = resets | (positions % reset_every == 0).view(-1, 1)
         with autocast(device, precision):
-            logits, state = model(window.inputs.to(device), state, window.resets.to(device))
+            logits, state = model(window.inputs.to(device), state, resets.to(device))
         nats = F.cross_entropy(
             logits.float().flatten(0, 1), window.targets.to(device).flatten(), reduction="none"
         )
@@ -235,6 +272,8 @@ def bits_per_char(nats_per_token: float, tokens: int, chars: int) -> float:
 
 
 class Trainer:
+    """One training run. With `resume`, continues the run saved in `out` exactly."""
+
     def __init__(
         self,
         documents: Sequence[Document],
@@ -242,17 +281,26 @@ class Trainer:
         config: TrainConfig,
         out: Path,
         on_event: Callable[[Event], None] | None = None,
+        *,
         force: bool = False,
+        resume: bool = False,
     ) -> None:
+        self.created = time.perf_counter()
         self.config = config
         self.out = Path(out)
         self.emit = on_event or (lambda event: None)
-        _prepare_out(self.out, force)
-        random.seed(config.seed)
-        torch.manual_seed(config.seed)
+        self.documents = [d.name for d in documents]
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
-        self.data = prepare_data(documents, config)
+        manifest = ckpt.read_manifest(self.out) if resume else None
+        if manifest is None:
+            _prepare_out(self.out, force)
+        saved_tokenizer = ckpt.load_tokenizer(self.out, manifest) if manifest else None
+        self.data = prepare_data(documents, config, saved_tokenizer)
+        if manifest is not None:
+            _check_same_books(manifest["corpus"], self.data.corpus)
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
         model_config = ModelConfig(vocab_size=self.data.tokenizer.vocab_size, **model_options)
         self.model = RecurrentLM(model_config).to(self.device)
         self.optimizer = torch.optim.AdamW(
@@ -264,7 +312,18 @@ class Trainer:
         self.batcher = StreamBatcher(self.data.train, config.batch_size, config.bptt)
         self.val_batcher = StreamBatcher(self.data.val, config.val_batch_size, config.bptt)
         self.state = ckpt.TrainingState()
-        self.documents = [d.name for d in documents]
+        self.hidden: State = self.model.init_state(self.batcher.batch_size, self.device)
+        if manifest is not None:
+            self.state, hidden = ckpt.restore_training(
+                self.out, manifest, self.model, self.optimizer, self.device
+            )
+            if hidden is not None:
+                self.hidden = hidden
+            ckpt.truncate_metrics(self.out, self.state.step)
+        elif config.embeddings is not None:
+            self._load_embeddings(config.embeddings)
+        self.stop_signal: int | None = None
+        self.bad_steps = 0
 
     # The learning rate: linear warm-up, then cosine decay over the budget.
     def learning_rate(self, progress: float) -> float:
@@ -287,62 +346,63 @@ class Trainer:
         return max(parts)
 
     def run(self) -> TrainResult:
-        c = self.config
+        with _stop_on_signals(self):
+            return self._run()
+
+    def _run(self) -> TrainResult:
+        c, s = self.config, self.state
         self.emit(self._started())
         reserve = self._estimate_eval_seconds() * 1.3 + 1.0
-        start = time.perf_counter() - self.state.elapsed_s
-        hidden = self.model.init_state(self.batcher.batch_size, self.device)
-        losses: list[float] = []
-        tokens_at_start, elapsed_at_start = self.state.tokens_seen, self.state.elapsed_s
-        last_evaluated = -1
-        done = False
-        while not done:
-            for window in self.batcher.windows(self.state.epoch, c.seed, self.state.position):
-                elapsed = time.perf_counter() - start
-                if self.progress(elapsed, reserve) >= 1.0:
-                    done = True
+        # The clock includes reading and tokenizing, so --minutes is the whole run's time.
+        start = self.created - s.elapsed_s
+        tokens_at_start, elapsed_at_start = s.tokens_seen, s.elapsed_s
+        last_evaluated = s.step if s.step > 0 else -1
+        while True:
+            for window in self.batcher.windows(s.epoch, c.seed, s.position):
+                if self.progress(time.perf_counter() - start, reserve) >= 1.0:
                     break
-                lr = self.learning_rate(self.progress(elapsed, reserve))
-                loss, hidden = self._step(window, hidden, lr)
-                losses.append(loss)
-                s = self.state
+                lr = self.learning_rate(self.progress(time.perf_counter() - start, reserve))
+                loss = self._step(window, lr)
                 s.step += 1
                 s.position = window.start + window.inputs.size(0)
                 s.tokens_seen += window.inputs.numel()
-                elapsed = time.perf_counter() - start
-                s.elapsed_s = elapsed
-                rate = (s.tokens_seen - tokens_at_start) / max(elapsed - elapsed_at_start, 1e-9)
+                s.elapsed_s = time.perf_counter() - start
+                if loss is not None:
+                    s.loss_sum, s.loss_count = s.loss_sum + loss, s.loss_count + 1
+                rate = (s.tokens_seen - tokens_at_start) / max(s.elapsed_s - elapsed_at_start, 1e-9)
+                progress = self.progress(s.elapsed_s, reserve)
                 epoch = s.epoch + s.position / self.batcher.row_length
-                self.emit(
-                    Stepped(s.step, epoch, loss, lr, rate, elapsed, self.progress(elapsed, reserve))
-                )
+                self.emit(Stepped(s.step, epoch, loss, lr, rate, s.elapsed_s, progress))
                 if s.step % c.eval_every == 0:
-                    self._evaluate_and_save(losses, lr, rate, hidden)
-                    losses, last_evaluated = [], s.step
+                    self._evaluate_and_save(lr, rate)
+                    last_evaluated = s.step
                 elif s.step % c.checkpoint_every == 0:
-                    self._save(hidden, is_best=False)
+                    self._save(is_best=False)
+                if self.stop_signal is not None:
+                    self._save(is_best=False)
+                    raise TrainingInterrupted(self.stop_signal, self.out, s.step)
             else:
                 # The epoch is over: rows jump back to the start of their streams, so the carried
                 # state no longer matches the text and starts again from zero.
-                self.state.epoch += 1
-                self.state.position = 0
-                hidden = self.model.init_state(self.batcher.batch_size, self.device)
-        if last_evaluated != self.state.step:
-            elapsed = time.perf_counter() - start
-            rate = (self.state.tokens_seen - tokens_at_start) / max(
-                elapsed - elapsed_at_start, 1e-9
-            )
-            self._evaluate_and_save(losses, self.learning_rate(1.0), rate, hidden)
+                s.epoch += 1
+                s.position = 0
+                self.hidden = self.model.init_state(self.batcher.batch_size, self.device)
+                continue
+            break
+        if last_evaluated != s.step:
+            rate = (s.tokens_seen - tokens_at_start) / max(s.elapsed_s - elapsed_at_start, 1e-9)
+            self._evaluate_and_save(self.learning_rate(1.0), rate)
         metrics = ckpt.read_metrics(self.out)
-        return TrainResult(self.out, self.state.step, self.state.best_val_loss, metrics)
+        return TrainResult(self.out, s.step, s.best_val_loss, metrics)
 
-    def _step(self, window, hidden: State, lr: float) -> tuple[float, State]:
+    def _step(self, window, lr: float) -> float | None:
+        """One window forward and back. Returns the loss, or None if the step was skipped."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
         inputs = window.inputs.to(self.device)
         with autocast(self.device, self.precision):
-            logits, hidden = self.model(inputs, hidden, window.resets.to(self.device))
+            logits, hidden = self.model(inputs, self.hidden, window.resets.to(self.device))
         nats = F.cross_entropy(
             logits.float().flatten(0, 1), window.targets.to(self.device).flatten(), reduction="none"
         )
@@ -350,12 +410,32 @@ class Trainer:
         loss = nats[mask].mean() if bool(mask.any()) else nats.sum() * 0
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            # A non-finite loss or gradient never reaches the weights, nor the carried state.
+            self._bad_step(float(loss.detach()))
+            return None
+        self.bad_steps = 0
         self.optimizer.step()
         # Truncated BPTT: keep the state's values for the next window, drop its history.
-        return float(loss.detach()), detach_state(hidden)
+        self.hidden = detach_state(hidden)
+        return float(loss.detach())
 
-    def _evaluate_and_save(self, losses: list[float], lr: float, rate: float, hidden) -> None:
+    def _bad_step(self, loss: float) -> None:
+        self.bad_steps += 1
+        step = self.state.step + 1
+        self.emit(Notice(f"step {step}: loss or gradient is {loss}, step skipped"))
+        if self.bad_steps >= self.config.max_bad_steps:
+            saved = "no checkpoint was saved yet"
+            if (self.out / ckpt.MANIFEST).exists():
+                saved = f"the last good checkpoint is in {self.out}"
+            raise BookgenError(
+                f"training diverged: the loss was not finite for {self.bad_steps} steps in a row "
+                f"(up to step {step}); those steps never changed the weights, and {saved}. "
+                f"Try a lower --lr than {self.config.learning_rate:g}"
+            )
+
+    def _evaluate_and_save(self, lr: float, rate: float) -> None:
         s = self.state
         val_loss = evaluate(self.model, self.val_batcher, self.device, self.precision)
         val = self.data.val
@@ -366,7 +446,7 @@ class Trainer:
             "step": s.step,
             "tokens": s.tokens_seen,
             "epoch": round(s.epoch + s.position / self.batcher.row_length, 6),
-            "train_loss": sum(losses) / len(losses) if losses else None,
+            "train_loss": s.loss_sum / s.loss_count if s.loss_count else None,
             "val_loss": val_loss,
             "val_bits_per_char": bits_per_char(val_loss, len(val), val.chars),
             "lr": lr,
@@ -374,20 +454,21 @@ class Trainer:
             "tokens_per_s": round(rate, 1),
         }
         ckpt.append_metrics(self.out, record)
-        self._save(hidden, is_best=is_best)
+        s.loss_sum, s.loss_count = 0.0, 0
+        self._save(is_best=is_best)
         self.emit(Evaluated(record, self._preview(), is_best))
 
     def _preview(self) -> str:
         if self.config.preview_length <= 0:
             return ""
         was_training = self.model.training
-        self.model.eval()
-        writer = TextGenerator(self.model, self.data.tokenizer)
-        text = "".join(writer.generate("", self.config.preview_length, random_seed=self.state.step))
+        writer = TextGenerator(self.model.eval(), self.data.tokenizer)
+        pieces = writer.generate("", self.config.preview_length, random_seed=self.state.step)
+        text = "".join(pieces)
         self.model.train(was_training)
         return text
 
-    def _save(self, hidden: State, is_best: bool) -> None:
+    def _save(self, is_best: bool) -> None:
         self.state.python_rng = random.getstate()
         ckpt.save_checkpoint(
             self.out,
@@ -397,10 +478,23 @@ class Trainer:
             corpus=self.data.corpus,
             state=self.state,
             optimizer=self.optimizer,
-            hidden=hidden,
+            hidden=self.hidden,
             is_best=is_best,
         )
         self.emit(Saved(self.out, self.state.step))
+
+    def _load_embeddings(self, path: str) -> None:
+        from bookgen.embeddings import load_vectors
+
+        coverage = load_vectors(
+            path, self.data.tokenizer, self.model.config.embed_size, self.model.embedding.weight
+        )
+        self.emit(
+            Notice(
+                f"--embeddings: {coverage.found:,} of {coverage.total:,} vocabulary words "
+                f"({coverage.fraction:.1%}) start from {path}; the rest start at random"
+            )
+        )
 
     def _estimate_eval_seconds(self) -> float:
         """Time one validation window to budget the evaluations that must fit in --minutes."""
@@ -430,14 +524,61 @@ class Trainer:
             batch_size=self.batcher.batch_size,
             windows_per_epoch=self.batcher.windows_per_epoch(),
             documents=self.documents,
+            resumed_at_step=self.state.step,
+        )
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C (SIGINT) or SIGTERM stopped training after the latest state was saved."""
+
+    def __init__(self, signum: int, out: Path, step: int) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        super().__init__(f"{name}: stopped at step {step}; the latest state is saved in {out}")
+        self.exit_code = 128 + signum
+        self.out = out
+        self.step = step
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer):
+    """First SIGINT/SIGTERM: finish the step, save, stop. A second one stops at once.
+
+    Stopping at once is safe too: every checkpoint file is replaced atomically.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum, frame):
+        if trainer.stop_signal is not None:
+            raise KeyboardInterrupt
+        trainer.stop_signal = signum
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _check_same_books(saved: dict, now: dict) -> None:
+    """--resume must continue on the same text: the stream positions refer to it."""
+    before = [(d["name"], d["sha256"]) for d in saved.get("documents", [])]
+    after = [(d["name"], d["sha256"]) for d in now["documents"]]
+    if before != after:
+        names = lambda docs: ", ".join(n for n, _ in docs)  # noqa: E731
+        raise BookgenError(
+            "--resume: the books differ from the saved run "
+            f"(saved: {names(before)}; now: {names(after)}, or their text changed)"
         )
 
 
 def _prepare_out(out: Path, force: bool) -> None:
     if (out / ckpt.MANIFEST).exists() and not force:
         raise BookgenError(
-            f"{out} already holds a trained model; choose another --out, "
-            "or pass --force to replace it"
+            f"{out} already holds a trained model; continue it with --resume, "
+            "replace it with --force, or choose another --out"
         )
     if out.exists() and not out.is_dir():
         raise BookgenError(f"{out} exists and is not a folder")
