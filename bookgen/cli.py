@@ -360,6 +360,54 @@ class _TrainDisplay:
             self.progress.console.print(f"[yellow]{event.message}[/]")
 
 
+# --- bookgen eval ----------------------------------------------------------------------------
+
+
+@app.command(name="eval")
+@clean_errors
+def evaluate(
+    paths: Annotated[list[str], typer.Argument(help="Text files, folders or globs to score.")],
+    checkpoint: Annotated[
+        Optional[Path], typer.Option(help="Checkpoint folder [default: newest under checkpoints/].")
+    ] = None,
+    reset_every: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Reset the hidden state every N tokens, as a model with only N tokens of "
+            "context would read: compare with the default (carried state) to see what the "
+            "state is worth."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+) -> None:
+    """Score a model on text: nats per token, perplexity and bits per character.
+
+    The text is read as for training and run through the model with its state carried along.
+    Bits per character (total nats / (characters x ln 2)) is comparable between character and
+    word models on the same text; lower is better.
+    """
+    import json
+
+    from bookgen.evaluation import evaluate_texts
+
+    scores = evaluate_texts(paths, checkpoint, reset_every=reset_every)
+    if as_json:
+        print(json.dumps(scores))
+        return
+    table = Table(
+        title="bookgen eval" + (f" (state reset every {reset_every})" if reset_every else "")
+    )
+    for key in ("tokens", "chars", "nats_per_token", "perplexity", "bits_per_char"):
+        table.add_column(key, justify="right")
+    table.add_row(
+        f"{scores['tokens']:,}", f"{scores['chars']:,}", f"{scores['nats_per_token']:.4f}",
+        f"{scores['perplexity']:.2f}", f"{scores['bits_per_char']:.4f}",
+    )  # fmt: skip
+    Console().print(table)
+
+
 # --- bookgen sample --------------------------------------------------------------------------
 
 
