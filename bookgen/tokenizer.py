@@ -4,13 +4,22 @@ A tokenizer is built from the *training* text only and saved inside the checkpoi
 `tokenizer.json`, so sampling never needs the corpus again. Id 0 is always the unknown token:
 text the vocabulary does not cover (a character never seen in training, say in a seed) maps to
 it instead of crashing, and samplers mask it so it is never written.
+
+Generated text is shown while it is written, so every tokenizer also has a `stream_decoder()`:
+push ids one at a time, print what comes back, and the pieces add up to `decode(ids)`.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Protocol
+
+from tokenizers import Regex, normalizers, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers.models import WordLevel
 
 from bookgen.errors import BookgenError
 
@@ -34,6 +43,20 @@ class Tokenizer(Protocol):
         ...
 
     def to_json(self) -> str: ...
+
+    def stream_decoder(self) -> StreamDecoder: ...
+
+
+class StreamDecoder(Protocol):
+    """Incremental `decode`: `"".join(push(i) for i in ids) + flush() == decode(ids)`."""
+
+    def push(self, token_id: int) -> str:
+        """Take the next id; return the text that can be shown now."""
+        ...
+
+    def flush(self) -> str:
+        """Return whatever is still held back, at the end of the text."""
+        ...
 
 
 class CharTokenizer:
@@ -74,10 +97,261 @@ class CharTokenizer:
     def to_json(self) -> str:
         return json.dumps({"level": "char", "chars": self.chars}, ensure_ascii=False)
 
+    def stream_decoder(self) -> CharStreamDecoder:
+        return CharStreamDecoder(self)
+
+
+class CharStreamDecoder:
+    """Characters never change once written, so nothing is held back."""
+
+    def __init__(self, tokenizer: CharTokenizer) -> None:
+        self._decode = tokenizer.decode
+
+    def push(self, token_id: int) -> str:
+        return self._decode([token_id])
+
+    def flush(self) -> str:
+        return ""
+
+
+# --- words ---------------------------------------------------------------------------------
+
+UNK_TOKEN = "<unk>"
+PARAGRAPH = "<p>"  # one or more blank lines: a new paragraph
+NEWLINE = "<nl>"  # a line break inside a paragraph (verse, letters, hard-wrapped books)
+SPECIAL_TOKENS = (UNK_TOKEN, PARAGRAPH, NEWLINE)  # ids 0, 1, 2; words start at 3
+
+# How prose is cut into words, Penn Treebank style: punctuation apart, "don't" -> "do" "n't",
+# "Darcy's" -> "Darcy" "'s"; but "Mr.", "U.S.", "1,000", "3.5", "well-known", "O'Brien", "'tis"
+# and "'82" stay whole. At each position the first alternative that matches wins. Apostrophes
+# may be straight or curly. The pattern is saved in the tokenizer JSON, so changing it here
+# never changes how an existing checkpoint reads text.
+_NOT = r"(?i:['’]?n['’]t)\b"  # don't -> do n't; sha'n't -> sha 'n't
+_CLITIC = r"['’](?i:s|m|d|re|ve|ll)\b"
+_ELISION = r"['’](?:(?i:tis|twas|twere|twill|twould|em|neath|twixt|tween|gainst)|\p{N}\p{N})\b"
+_ABBREVIATION = (
+    r"(?i:mr|mrs|ms|dr|st|jr|sr|messrs|mme|mlle|prof|rev|capt|lieut|col|sgt|hon|esq|vs|etc|viz)"
+    r"\.(?!\p{L})|&c\."
+)
+_LETTERS = rf"(?:(?!{_NOT})[\p{{L}}\p{{M}}\p{{N}}])+"  # stops before a final "n't"
+# What may join two runs of letters into one word: a hyphen, an apostrophe that does not start
+# a clitic, or a separator inside a number (1,000 3.5 10:30 1/2).
+_JOIN = r"(?:-|['’](?!(?i:s|m|d|re|ve|ll)\b)|(?<=\p{N})[.,:/](?=\p{N}))"
+_WORD_PATTERN = "|".join(
+    [
+        f"{PARAGRAPH}|{NEWLINE}",
+        _NOT,
+        _CLITIC,
+        _ELISION,
+        _ABBREVIATION,
+        r"(?:\p{L}\.){2,}",  # U.S. i.e. A.M.
+        rf"{_LETTERS}(?:{_JOIN}{_LETTERS})*",
+        r"[—–―]+",  # a dash, or a run of them
+        r"([^\p{L}\p{M}\p{N}\s'’\"_])\1+",  # a run of one mark: ... -- !!! ***
+        r"\S",  # any other mark on its own
+    ]
+)
+
+
+def _word_pipeline(lowercase: bool) -> tuple[normalizers.Normalizer, pre_tokenizers.PreTokenizer]:
+    """Line structure becomes tokens, then text is cut at whitespace and by `_WORD_PATTERN`."""
+    steps = [normalizers.Lowercase()] if lowercase else []
+    steps += [
+        normalizers.Replace(Regex(r"[^\S\n]*\n(?:[^\S\n]*\n)+"), f" {PARAGRAPH} "),
+        normalizers.Replace("\n", f" {NEWLINE} "),
+    ]
+    splitter = pre_tokenizers.Split(Regex(_WORD_PATTERN), behavior="isolated")
+    return (
+        normalizers.Sequence(steps),
+        pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), splitter]),
+    )
+
+
+class WordTokenizer:
+    """Words and punctuation, on a HuggingFace `tokenizers` WordLevel model.
+
+    The vocabulary is the unknown token, the paragraph and newline tokens, then the words of the
+    training text by descending count (ties alphabetical). Decoding writes prose back with the
+    spacing a person would use; see `WordStreamDecoder`.
+    """
+
+    level = "word"
+    unk_text = UNK_TOKEN
+
+    def __init__(self, tokenizer: HFTokenizer) -> None:
+        vocab = tokenizer.get_vocab()
+        specials_first = all(vocab.get(t) == i for i, t in enumerate(SPECIAL_TOKENS))
+        if not specials_first or sorted(vocab.values()) != list(range(len(vocab))):
+            raise BookgenError("not a bookgen word tokenizer: it must start <unk> <p> <nl>")
+        self._tokenizer = tokenizer
+        self._tokens = sorted(vocab, key=vocab.__getitem__)  # id -> token
+
+    @classmethod
+    def build(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int = 20000,
+        min_count: int = 2,
+        lowercase: bool = False,
+    ) -> WordTokenizer:
+        """Count the words of `texts`; keep the `vocab_size` most frequent, counting specials."""
+        if vocab_size <= len(SPECIAL_TOKENS):
+            raise BookgenError(
+                f"vocab size must be more than {len(SPECIAL_TOKENS)}, not {vocab_size}"
+            )
+        if min_count < 1:
+            raise BookgenError(f"min count must be 1 or more, not {min_count}")
+        tokenizer = HFTokenizer(WordLevel({UNK_TOKEN: UNK_ID}, unk_token=UNK_TOKEN))
+        tokenizer.normalizer, tokenizer.pre_tokenizer = _word_pipeline(lowercase)
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(_pieces(tokenizer, text))
+        for special in SPECIAL_TOKENS:
+            counts.pop(special, None)
+        words = sorted(
+            (w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)
+        )
+        if not words:
+            raise BookgenError(f"no word occurs {min_count} times or more: lower the minimum count")
+        vocab = [*SPECIAL_TOKENS, *words[: vocab_size - len(SPECIAL_TOKENS)]]
+        tokenizer.model = WordLevel({t: i for i, t in enumerate(vocab)}, unk_token=UNK_TOKEN)
+        return cls(tokenizer)
+
+    @classmethod
+    def from_json(cls, text: str) -> WordTokenizer:
+        try:
+            tokenizer = HFTokenizer.from_str(text)
+        except Exception as error:  # tokenizers raises plain Exceptions for malformed JSON
+            raise BookgenError(f"the word tokenizer JSON could not be read: {error}") from None
+        return cls(tokenizer)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._tokens)
+
+    @property
+    def lowercase(self) -> bool:
+        return "Lowercase" in _normalizer_types(json.loads(self._tokenizer.to_str())["normalizer"])
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text).ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        decoder = self.stream_decoder()
+        return "".join(map(decoder.push, ids)) + decoder.flush()
+
+    def tokens(self, text: str) -> list[str]:
+        """The pieces `text` is cut into (lowercased if the vocabulary is), known or not."""
+        return _pieces(self._tokenizer, text)
+
+    def unknown(self, text: str) -> list[str]:
+        encoding = self._tokenizer.encode(text)
+        pieces = (
+            text[a:b]
+            for i, (a, b) in zip(encoding.ids, encoding.offsets, strict=True)
+            if i == UNK_ID
+        )
+        return list(dict.fromkeys(pieces))
+
+    def id_to_token(self, token_id: int) -> str:
+        if not 0 <= token_id < len(self._tokens):
+            raise BookgenError(
+                f"token id {token_id} is outside the vocabulary (0-{len(self._tokens) - 1})"
+            )
+        return self._tokens[token_id]
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tokenizer.token_to_id(token)
+
+    def to_json(self) -> str:
+        return self._tokenizer.to_str()
+
+    def stream_decoder(self) -> WordStreamDecoder:
+        return WordStreamDecoder(self._tokens)
+
+
+def _pieces(tokenizer: HFTokenizer, text: str) -> list[str]:
+    normalized = tokenizer.normalizer.normalize_str(text)
+    return [piece for piece, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
+
+
+def _normalizer_types(spec: dict | None) -> set[str]:
+    """The types of a saved normalizer and of everything in it, if it is a Sequence."""
+    if not spec:
+        return set()
+    inner = spec.get("normalizers") or []
+    return {spec["type"]}.union(*(_normalizer_types(n) for n in inner))
+
+
+# How each token attaches to its neighbours when words are written back as prose.
+_NO_SPACE_BEFORE = re.compile(r"[.,;:!?)\]}%…’”]|(?i:['’]?n['’]t|['’](?:s|m|d|re|ve|ll))")
+_NO_SPACE_AFTER = re.compile(r"[(\[{“‘$£€#¿¡]")
+_NO_SPACE_AROUND = re.compile(r"-|[—–―]+|/")  # she—quite, she--quite, twenty-<nl>five, and/or
+_PAIRED = {'"', "_"}  # the same mark opens and closes ("quoted", _italic_)
+
+
+class WordStreamDecoder:
+    """Writes word tokens back as prose, as they come.
+
+    The space before a token depends only on the tokens before it: none at the start of a line,
+    none after an opening mark ( “ ‘ $ and none before a closing one . , ! ? ) ” and "n't", "'s".
+    A straight " or _ opens at the start of a line or when none is open in this paragraph, and
+    closes otherwise. A straight ' does the same, except that when none is open it ends a word
+    ending in s (the girls' room) rather than opening a quote. No decision depends on a later
+    token, so each token's text is returned at once and `flush` has nothing left to give.
+    """
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        self._tokens = tokens
+        self._previous = ""  # the last token written on this line ("" at the start of a line)
+        self._glue_next = True  # no space before the next token
+        self._open: set[str] = set()  # straight quote marks opened in this paragraph
+
+    def push(self, token_id: int) -> str:
+        tokens = self._tokens
+        token = tokens[token_id] if 0 <= token_id < len(tokens) else UNK_TOKEN
+        if token in (PARAGRAPH, NEWLINE):
+            self._previous, self._glue_next = "", True
+            if token == NEWLINE:
+                return "\n"
+            self._open.clear()
+            return "\n\n"
+        glue_before, glue_after = self._attachment(token)
+        space = "" if self._glue_next or glue_before else " "
+        self._previous, self._glue_next = token, glue_after
+        return space + token
+
+    def flush(self) -> str:
+        return ""
+
+    def _attachment(self, token: str) -> tuple[bool, bool]:
+        """(no space before, no space after) for `token` here."""
+        if token in _PAIRED or token == "'":
+            return self._quote(token)
+        if token == "’" and self._glue_next:
+            return False, True  # an elision at the start of a line or quote: ’Tis
+        mark = token[0] if len(set(token)) == 1 else token  # a run (... !!) acts as its mark
+        if _NO_SPACE_AROUND.fullmatch(mark):
+            return True, True
+        return bool(_NO_SPACE_BEFORE.fullmatch(mark)), bool(_NO_SPACE_AFTER.fullmatch(mark))
+
+    def _quote(self, mark: str) -> tuple[bool, bool]:
+        previous = self._previous
+        # A closing mark is glued to the word before it, so one that starts a line opens.
+        if mark in self._open and previous:
+            self._open.discard(mark)
+            return True, False
+        if mark == "'" and previous[:1].isalnum() and previous[-1] in "sS":
+            return True, False  # an apostrophe after a plural, not a quote: the girls' room
+        self._open.add(mark)
+        return False, True
+
 
 def tokenizer_from_json(text: str, level: str) -> Tokenizer:
     """Rebuild the tokenizer a checkpoint saved (`level` comes from the checkpoint's manifest)."""
     if level == "char":
         data = json.loads(text)
         return CharTokenizer(data["chars"])
+    if level == "word":
+        return WordTokenizer.from_json(text)
     raise BookgenError(f"unknown tokenizer level {level!r} in checkpoint")

@@ -353,6 +353,9 @@ class Trainer:
         c, s = self.config, self.state
         self.emit(self._started())
         reserve = self._estimate_eval_seconds() * 1.3 + 1.0
+        if c.minutes is not None:
+            # On a busy machine the estimate can be wild; always leave half the time to train.
+            reserve = min(reserve, c.minutes * 30)
         # The clock includes reading and tokenizing, so --minutes is the whole run's time.
         start = self.created - s.elapsed_s
         tokens_at_start, elapsed_at_start = s.tokens_seen, s.elapsed_s
