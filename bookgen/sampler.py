@@ -8,6 +8,7 @@ from an explicit `torch.Generator`, so the same random seed gives the same text.
 
 from __future__ import annotations
 
+import copy
 import random
 import warnings
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import torch
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.model import RecurrentLM, State
-from bookgen.tokenizer import UNK_ID, Tokenizer
+from bookgen.tokenizer import UNK_ID, StreamDecoder, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,12 @@ class Primed:
 
     state: State
     logits: torch.Tensor  # (V,)
+    decoder: StreamDecoder | None = None  # writes tokens as text, knowing what came before
+
+    def copy(self) -> Primed:
+        """A snapshot that later generation (which advances a Primed in place) cannot touch."""
+        state = tuple(s.clone() for s in self.state)
+        return Primed(state, self.logits.clone(), copy.deepcopy(self.decoder))
 
 
 class TextGenerator:
@@ -102,9 +109,13 @@ class TextGenerator:
             if primed is not None:
                 return primed
             ids = [UNK_ID]
+        decoder = primed.decoder if primed is not None else None
+        decoder = decoder or self.tokenizer.stream_decoder()
+        for token in ids:
+            decoder.push(token)  # the seed is already written; the decoder only learns context
         tokens = torch.tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)
         logits, state = self.model(tokens, state)
-        return Primed(state, logits[-1, 0])
+        return Primed(state, logits[-1, 0], decoder)
 
     @torch.no_grad()
     def stream(
@@ -114,13 +125,21 @@ class TextGenerator:
         settings: SamplingSettings,
         generator: torch.Generator,
     ) -> Iterator[str]:
-        """Yield `length` tokens' text one at a time; `primed` is advanced in place."""
+        """Yield `length` tokens' text one at a time; `primed` is advanced in place.
+
+        Each token is read into the state *before* its text is yielded, so a caller that stops
+        early (Ctrl-C in chat) holds the state after exactly the text it has shown.
+        """
+        if primed.decoder is None:
+            primed.decoder = self.tokenizer.stream_decoder()
         for _ in range(length):
             token = choose_token(primed.logits, settings, generator)
-            yield self.tokenizer.decode([token])
             inputs = torch.tensor([[token]], device=self.device)
             logits, primed.state = self.model(inputs, primed.state)
             primed.logits = logits[-1, 0]
+            piece = primed.decoder.push(token)
+            if piece:
+                yield piece
 
     def generate(
         self,

@@ -15,6 +15,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Protocol
 
 from tokenizers import Regex, normalizers, pre_tokenizers
@@ -27,7 +28,8 @@ UNK_ID = 0
 
 
 class Tokenizer(Protocol):
-    """What every level provides. `decode(encode(t)) == t` for any text the vocabulary covers."""
+    """What every level provides. `decode(encode(t)) == t` for any text the vocabulary covers
+    (for words, up to the spacing within a line: see `WordStreamDecoder`)."""
 
     level: str
 
@@ -171,7 +173,7 @@ class WordTokenizer:
     """Words and punctuation, on a HuggingFace `tokenizers` WordLevel model.
 
     The vocabulary is the unknown token, the paragraph and newline tokens, then the words of the
-    training text by descending count (ties alphabetical). Decoding writes prose back with the
+    training text by descending count (ties in code point order). Decoding writes prose with the
     spacing a person would use; see `WordStreamDecoder`.
     """
 
@@ -205,7 +207,7 @@ class WordTokenizer:
         tokenizer.normalizer, tokenizer.pre_tokenizer = _word_pipeline(lowercase)
         counts: Counter[str] = Counter()
         for text in texts:
-            counts.update(_pieces(tokenizer, text))
+            counts.update(_pieces(tokenizer, unwrap_hard_wrapped(text)))
         for special in SPECIAL_TOKENS:
             counts.pop(special, None)
         words = sorted(
@@ -234,7 +236,7 @@ class WordTokenizer:
         return "Lowercase" in _normalizer_types(json.loads(self._tokenizer.to_str())["normalizer"])
 
     def encode(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text).ids
+        return self._tokenizer.encode(unwrap_hard_wrapped(text)).ids
 
     def decode(self, ids: Sequence[int]) -> str:
         decoder = self.stream_decoder()
@@ -242,10 +244,10 @@ class WordTokenizer:
 
     def tokens(self, text: str) -> list[str]:
         """The pieces `text` is cut into (lowercased if the vocabulary is), known or not."""
-        return _pieces(self._tokenizer, text)
+        return _pieces(self._tokenizer, unwrap_hard_wrapped(text))
 
     def unknown(self, text: str) -> list[str]:
-        encoding = self._tokenizer.encode(text)
+        encoding = self._tokenizer.encode(unwrap_hard_wrapped(text))
         pieces = (
             text[a:b]
             for i, (a, b) in zip(encoding.ids, encoding.offsets, strict=True)
@@ -270,6 +272,29 @@ class WordTokenizer:
         return WordStreamDecoder(self._tokens)
 
 
+_WRAPPED_LINE_END = re.compile(r"(?<=[^\n])\n(?=[^\n])")
+
+
+def unwrap_hard_wrapped(text: str) -> str:
+    """Join the lines of prose that was hard-wrapped at a fixed width (as Gutenberg books are).
+
+    Those line ends are the typesetter's, not the author's: a word model that learned them would
+    scatter line breaks through its prose. Text is taken as hard-wrapped when most lines inside
+    paragraphs end near one width of 60+ columns; verse and plays (short, ragged lines) keep
+    their line breaks. Paragraph breaks always stay. Each joined line end becomes one space, so
+    the text keeps its length (bits per character stay comparable).
+    """
+    lines = text.split("\n")
+    inner = sorted(len(a) for a, b in pairwise(lines) if a.strip() and b.strip())
+    if len(inner) < 20:
+        return text
+    width = inner[int(len(inner) * 0.95)]
+    near = sum(1 for n in inner if n >= width - 20) / len(inner)
+    if width < 60 or near < 0.85:
+        return text
+    return _WRAPPED_LINE_END.sub(" ", text)
+
+
 def _pieces(tokenizer: HFTokenizer, text: str) -> list[str]:
     normalized = tokenizer.normalizer.normalize_str(text)
     return [piece for piece, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
@@ -284,8 +309,8 @@ def _normalizer_types(spec: dict | None) -> set[str]:
 
 
 # How each token attaches to its neighbours when words are written back as prose.
-_NO_SPACE_BEFORE = re.compile(r"[.,;:!?)\]}%…’”]|(?i:['’]?n['’]t|['’](?:s|m|d|re|ve|ll))")
-_NO_SPACE_AFTER = re.compile(r"[(\[{“‘$£€#¿¡]")
+_NO_SPACE_BEFORE = re.compile(r"[.,;:!?)\]}%…’”»]|(?i:['’]?n['’]t|['’](?:s|m|d|re|ve|ll))")
+_NO_SPACE_AFTER = re.compile(r"[(\[{“‘„«$£€#¿¡]")
 _NO_SPACE_AROUND = re.compile(r"-|[—–―]+|/")  # she—quite, she--quite, twenty-<nl>five, and/or
 _PAIRED = {'"', "_"}  # the same mark opens and closes ("quoted", _italic_)
 
