@@ -468,6 +468,36 @@ def sample(
     out.flush()
 
 
+# --- bookgen chat ----------------------------------------------------------------------------
+
+
+@app.command()
+@clean_errors
+def chat(
+    checkpoint: Annotated[
+        Optional[Path], typer.Option(help="Checkpoint folder [default: newest under checkpoints/].")
+    ] = None,
+    length: Annotated[int, typer.Option(help="Tokens the model writes each turn.")] = 300,
+    temperature: Annotated[float, typer.Option(help="Randomness (0 = greedy).")] = 0.8,
+    top_k: Annotated[int, typer.Option(help="Draw only from the K likeliest tokens (0: off).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (1: off).")] = 1.0,
+    random_seed: Annotated[Optional[int], typer.Option(help="Fix the draws.")] = None,
+) -> None:
+    """Write a story together with the model, turn by turn, in the terminal.
+
+    You type some text, the model continues it; then you type more. The model's hidden state
+    carries across turns, so it remembers the whole story without re-reading it; only your new
+    text is read each turn. Your text is read exactly as typed (start with a space to begin a
+    new word). Type /help in the session for commands (/undo, /retry, /reset, /temperature,
+    /save, /quit). Ctrl-C stops the model mid-turn; Ctrl-C or Ctrl-D at an empty prompt ends the
+    session. With stdin from a pipe, each line is one turn:
+    printf 'It was\n/quit\n' | bookgen chat
+    """
+    from bookgen.interactive import chat_main
+
+    raise typer.Exit(chat_main(checkpoint, random_seed, temperature, top_k, top_p, length))
+
+
 def main() -> None:
     app()
 

@@ -11,6 +11,7 @@ push ids one at a time, print what comes back, and the pieces add up to `decode(
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections import Counter
@@ -114,6 +115,9 @@ class CharStreamDecoder:
 
     def flush(self) -> str:
         return ""
+
+    def __deepcopy__(self, memo: dict) -> CharStreamDecoder:
+        return self  # it has no state of its own
 
 
 # --- words ---------------------------------------------------------------------------------
@@ -331,6 +335,12 @@ class WordStreamDecoder:
         self._previous = ""  # the last token written on this line ("" at the start of a line)
         self._glue_next = True  # no space before the next token
         self._open: set[str] = set()  # straight quote marks opened in this paragraph
+
+    def __deepcopy__(self, memo: dict) -> WordStreamDecoder:
+        # Snapshots (chat's /undo) copy the decoder's position, never the whole vocabulary.
+        twin = copy.copy(self)
+        twin._open = set(self._open)
+        return twin
 
     def push(self, token_id: int) -> str:
         tokens = self._tokens

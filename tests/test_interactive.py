@@ -1,0 +1,395 @@
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+import torch
+
+import bookgen
+from bookgen.errors import BookgenError
+from bookgen.interactive import (
+    PROMPT,
+    ChatSession,
+    ChatSettings,
+    EndSession,
+    run_chat,
+    typed_text,
+)
+from bookgen.sampler import SamplingSettings, make_generator
+from tests.conftest import TINY_BOOK, TINY_MODEL
+
+# Drawn at temperature 1 with reproduced draws, the text shows small differences of state that
+# greedy text can hide.
+HOT = SamplingSettings(temperature=1.0)
+LENGTH = 40
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory) -> Path:
+    """A tiny model on the tiny book, trained once for this module (tests only read it).
+
+    Longer than conftest's `trained` (40 steps), which has not yet learned to use its state:
+    its text is the same whatever it read before, so it could not tell a carried state from a
+    lost one. After 400 steps it continues "It was" with " the epoch of ..." (about 0.5 s).
+    """
+    folder = tmp_path_factory.mktemp("chat")
+    book = folder / "tiny.txt"
+    book.write_text(TINY_BOOK, encoding="utf-8")
+    options = {**TINY_MODEL, "learning_rate": 1e-2}
+    bookgen.train(book, folder / "model", steps=400, eval_every=400, **options)
+    return folder / "model"
+
+
+@pytest.fixture
+def writer(model_folder: Path):
+    return bookgen.load(model_folder)
+
+
+def new_session(writer, random_seed: int = 0, **settings) -> ChatSession:
+    settings = {"temperature": 1.0, "length": LENGTH, **settings}
+    return ChatSession(writer, ChatSettings(**settings), random_seed=random_seed)
+
+
+def say(session: ChatSession, text: str) -> str:
+    return "".join(session.turn(text))
+
+
+def draw(writer, primed, random_seed: int, length: int = LENGTH) -> str:
+    return "".join(writer.stream(primed, length, HOT, make_generator(random_seed)))
+
+
+def same_state(a, b) -> bool:
+    pairs = [*zip(a.state, b.state, strict=True), (a.logits, b.logits)]
+    return all(torch.allclose(x, y, atol=1e-5) for x, y in pairs)
+
+
+def lines_then_eof(*lines: str):
+    queue = list(lines)
+
+    def read_line(prompt: str) -> str:
+        if not queue:
+            raise EOFError
+        return queue.pop(0)
+
+    return read_line
+
+
+# --- the session object ----------------------------------------------------------------------
+
+
+def test_carrying_the_state_equals_rereading_the_history(writer):
+    session = new_session(writer, random_seed=3)
+    first = say(session, "It was")
+    second = say(session, " the age")
+
+    # One plain run that reads the whole history, drawing with the same generator.
+    generator = make_generator(3)
+    primed = writer.prime("It was")
+    assert "".join(writer.stream(primed, LENGTH, HOT, generator)) == first
+    primed = writer.prime("It was" + first + " the age")
+    assert "".join(writer.stream(primed, LENGTH, HOT, generator)) == second
+
+    assert session.text == "It was" + first + " the age" + second
+    assert session.transcript == [
+        ("user", "It was"),
+        ("model", first),
+        ("user", " the age"),
+        ("model", second),
+    ]
+    assert same_state(session.primed, writer.prime(session.text))
+
+
+def test_an_empty_turn_lets_the_model_go_on(writer):
+    session = new_session(writer, random_seed=4)
+    first = say(session, "It was")
+    more = say(session, "")
+    generator = make_generator(4)
+    primed = writer.prime("It was")
+    assert "".join(writer.stream(primed, 2 * LENGTH, HOT, generator)) == first + more
+
+
+def test_undo_restores_the_story_as_if_the_turn_never_happened(writer):
+    undone = new_session(writer)
+    say(undone, "It was")
+    say(undone, " the worst")
+    assert undone.command("/undo").startswith("undone")
+    undone.generator = make_generator(7)
+    after_undo = say(undone, " the age")
+
+    never = new_session(writer)
+    say(never, "It was")
+    never.generator = make_generator(7)
+    assert after_undo == say(never, " the age")
+    assert undone.transcript == never.transcript
+    assert same_state(undone.primed, never.primed)
+
+    # Control: the undone turn does change what comes next.
+    kept = new_session(writer)
+    say(kept, "It was")
+    say(kept, " the worst")
+    kept.generator = make_generator(7)
+    assert say(kept, " the age") != after_undo
+
+    undone.undo()
+    undone.undo()
+    assert undone.transcript == [] and undone.primed is None
+    with pytest.raises(BookgenError, match="nothing to undo"):
+        undone.command("/undo")
+
+
+def test_retry_draws_again_from_the_state_after_the_users_text(writer):
+    session = new_session(writer)
+    first = say(session, "It was")
+    second = "".join(session.command("/retry"))
+    assert second != first
+    assert session.transcript == [("user", "It was"), ("model", second)]
+
+    session.generator = make_generator(5)
+    third = "".join(session.retry())
+    assert third == draw(writer, writer.prime("It was"), random_seed=5)
+    assert session.text == "It was" + third
+    assert same_state(session.primed, writer.prime(session.text))
+
+
+def test_reset_starts_from_a_fresh_state(writer):
+    session = new_session(writer, random_seed=1)
+    say(session, "it was the season of Light")
+    assert session.command("/reset").startswith("reset")
+    assert session.transcript == [] and session.primed is None
+    session.generator = make_generator(2)
+    assert say(session, "It was") == say(new_session(writer, random_seed=2), "It was")
+
+
+@pytest.mark.parametrize("stop", ["consumer closes", "sampler raises", "next turn begins"])
+def test_a_stopped_turn_keeps_what_was_written_and_a_matching_state(writer, monkeypatch, stop):
+    if stop == "sampler raises":
+        stream = writer.stream
+
+        def interrupted(primed, length, settings, generator):
+            for count, piece in enumerate(stream(primed, length, settings, generator), 1):
+                yield piece
+                if count == 5:
+                    raise KeyboardInterrupt  # as if Ctrl-C came while the model computed
+
+        monkeypatch.setattr(writer, "stream", interrupted)
+    session = new_session(writer)
+    pieces = session.turn("It was")
+    shown = "".join(next(pieces) for _ in range(5))
+    if stop == "consumer closes":
+        pieces.close()
+    elif stop == "sampler raises":
+        with pytest.raises(KeyboardInterrupt):
+            next(pieces)
+    monkeypatch.undo()
+    session.generator = make_generator(9)
+    following = session.turn(" and")  # "next turn begins": this closes the first one
+    assert session.transcript == [("user", "It was"), ("model", shown), ("user", " and")]
+    # The state is the state after the text that was shown, so the story goes on from there.
+    assert same_state(session.primed, writer.prime("It was" + shown + " and"))
+    assert "".join(following) == draw(writer, writer.prime("It was" + shown + " and"), 9)
+
+
+@pytest.mark.parametrize(
+    "line, shown, field, value",
+    [
+        ("/temperature 0.5", "temperature 0.5", "temperature", 0.5),
+        ("/top-k 40", "top-k 40", "top_k", 40),
+        ("/top-p 0.9", "top-p 0.9", "top_p", 0.9),
+        ("/length 12", "length 12", "length", 12),
+        ("/length   0 ", "length 0", "length", 0),
+        ("/temperature", "temperature 1", "temperature", 1.0),
+    ],
+)
+def test_settings_commands_acknowledge_the_new_value(writer, line, shown, field, value):
+    session = new_session(writer)
+    assert session.command(line) == shown
+    assert getattr(session.settings, field) == value
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["/temperature -1", "/temperature nan", "/top-p 2", "/top-k 0.5", "/length x", "/foo", "/save"]
+    + ["/retry", "/undo"],
+)
+def test_bad_commands_raise_one_line_and_change_nothing(writer, line):
+    session = new_session(writer)
+    with pytest.raises(BookgenError) as error:
+        session.command(line)
+    assert "\n" not in str(error.value)
+    assert session.settings == ChatSettings(temperature=1.0, length=LENGTH)
+
+
+def test_save_writes_the_story_exactly(writer, tmp_path):
+    session = new_session(writer)
+    first = say(session, "It was")
+    second = say(session, "\nIt was the age")
+    path = tmp_path / "stories" / "story.txt"
+    assert str(path) in session.command(f"/save {path}")
+    assert path.read_bytes().decode("utf-8") == "It was" + first + "\nIt was the age" + second
+    with pytest.raises(EndSession):
+        session.command("/quit")
+
+
+def test_typed_text_escapes():
+    assert typed_text("It was") == "It was"
+    assert typed_text(r"\n'Who?' he said") == "\n'Who?' he said"
+    assert typed_text("//etc") == "/etc"
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+
+def test_run_chat_prints_the_story_and_acknowledgements(writer):
+    session = new_session(writer)
+    out, messages = io.StringIO(), io.StringIO()
+    read_line = lines_then_eof("It was", "/temperature 0.5", "", r" and\n§")
+    assert run_chat(session, read_line, out, interactive=False, messages=messages) == 0
+    (_, user1), (_, model1), (_, user2), (_, model2), (_, user3), (_, model3) = session.transcript
+    assert (user1, user2, user3) == ("It was", "", " and\n§")
+    assert session.settings.temperature == 0.5
+    assert out.getvalue() == f"It was{model1}\n{model2}\n and\n§{model3}\n"
+    assert messages.getvalue() == (
+        "temperature 0.5\nwarning: not in the model's vocabulary, read as unknown: '§'\n"
+    )
+
+
+def test_bad_values_give_one_line_and_the_session_goes_on(writer):
+    session = new_session(writer)
+    out, messages = io.StringIO(), io.StringIO()
+    lines = lines_then_eof("/temperature -1", "/top-p 2", "/length x", "/foo", "It was")
+    assert run_chat(session, lines, out, interactive=False, messages=messages) == 0
+    errors = messages.getvalue().splitlines()
+    assert len(errors) == 4 and all(line.startswith("error: ") for line in errors)
+    assert session.settings == ChatSettings(temperature=1.0, length=LENGTH)
+    assert out.getvalue() == session.text + "\n" and len(session.text) > len("It was")
+
+
+def test_quit_and_ctrl_c_at_the_prompt_end_the_session_with_0(writer):
+    out = io.StringIO()
+    assert run_chat(new_session(writer), lines_then_eof("/quit", "It was"), out, False) == 0
+    assert out.getvalue() == ""
+
+    def ctrl_c(prompt: str) -> str:
+        raise KeyboardInterrupt
+
+    assert run_chat(new_session(writer), ctrl_c, out, False) == 0
+
+
+def test_ctrl_c_while_the_model_reads_changes_nothing(writer, monkeypatch):
+    session = new_session(writer)
+    say(session, "It was")
+    prime = writer.prime
+
+    def ctrl_c_once(text, primed=None):
+        monkeypatch.setattr(writer, "prime", prime)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "prime", ctrl_c_once)
+    out, messages = io.StringIO(), io.StringIO()
+    lines = lines_then_eof(" a long text", "/undo")
+    assert run_chat(session, lines, out, interactive=False, messages=messages) == 0
+    # The stopped turn left no trace: /undo takes back the turn before it.
+    assert messages.getvalue() == "(stopped)\nundone: the story is back to 0 characters\n"
+    assert out.getvalue() == "" and session.transcript == []
+
+
+class CtrlCAfterWrites(io.StringIO):
+    """A terminal where Ctrl-C comes right after the n-th write."""
+
+    def __init__(self, writes: int) -> None:
+        super().__init__()
+        self.left = writes
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        count = super().write(text)
+        self.left -= 1
+        if self.left == 0:
+            raise KeyboardInterrupt
+        return count
+
+
+def test_ctrl_c_while_writing_stops_the_turn_and_the_session_goes_on(writer):
+    session = new_session(writer)
+    out, messages = CtrlCAfterWrites(5), io.StringIO()
+    # interactive: the user's text is on screen already, so each write is one piece.
+    assert run_chat(session, lines_then_eof("It was", " and"), out, True, messages) == 0
+    assert messages.getvalue() == "(stopped)\n"
+    stopped, finished = session.transcript[1][1], session.transcript[3][1]
+    assert stopped == "".join(out.writes[:5])
+    assert session.transcript[2] == ("user", " and") and len(finished) > len(stopped)
+    assert out.getvalue() == f"{stopped}\n{finished}\n\n"
+    assert same_state(session.primed, writer.prime(session.text))
+
+
+# --- real processes --------------------------------------------------------------------------
+
+CHAT = (
+    "import sys; from bookgen.interactive import chat_main; "
+    "sys.exit(chat_main(sys.argv[1], random_seed=0, length=int(sys.argv[2])))"
+)
+
+
+def test_piped_stdin_prints_continuations_and_exits_0(model_folder, writer):
+    result = subprocess.run(
+        [sys.executable, "-c", CHAT, str(model_folder), str(LENGTH)],
+        input="/temperature 0\nIt was\n/quit\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    greedy = "".join(writer.generate("It was", LENGTH, temperature=0))
+    assert result.stdout == f"It was{greedy}\n"
+    assert result.stderr == "temperature 0\n"
+
+
+def spawn_chat(model_folder: Path, length: int) -> pexpect.spawn:
+    # A colour terminal, whatever the environment running the tests says about its own.
+    unset = {"NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS", "LINES"}
+    env = {key: value for key, value in os.environ.items() if key not in unset}
+    env["TERM"] = "xterm-256color"
+    return pexpect.spawn(
+        sys.executable,
+        ["-c", CHAT, str(model_folder), str(length)],
+        env=env,
+        encoding="utf-8",
+        timeout=20,
+        dimensions=(24, 100),
+    )
+
+
+def test_a_session_in_a_terminal(model_folder):
+    child = spawn_chat(model_folder, LENGTH)
+    child.expect_exact("/help for commands")
+    child.expect_exact(PROMPT)
+    child.sendline("It was")
+    child.expect_exact(PROMPT)
+    assert "\x1b[36m" in child.before  # the model's text is cyan
+    child.sendline("/temperature 0.5")
+    child.expect_exact("temperature 0.5")
+    child.expect_exact(PROMPT)
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_ctrl_c_in_a_terminal_stops_writing_then_ends_at_an_empty_prompt(model_folder):
+    child = spawn_chat(model_folder, 10**7)
+    child.expect_exact(PROMPT)
+    child.sendline("It was")
+    child.expect(r"\x1b\[36m.{20}")  # writing has begun
+    child.sendintr()
+    child.expect_exact("(stopped)")
+    child.expect_exact(PROMPT)
+    child.sendintr()
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
