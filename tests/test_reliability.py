@@ -72,9 +72,7 @@ def test_resume_refuses_conflicting_settings(trained: Path, tiny_book: Path, tmp
 def test_absurd_learning_rate_never_reaches_the_weights(tiny_book: Path, tmp_path: Path):
     out = tmp_path / "diverge"
     with pytest.raises(BookgenError, match="training diverged.*Try a lower --lr"):
-        bookgen.train(
-            tiny_book, out, steps=200, learning_rate=1e30, warmup_steps=1, **TINY_MODEL
-        )
+        bookgen.train(tiny_book, out, steps=200, learning_rate=1e30, warmup_steps=1, **TINY_MODEL)
 
 
 def training_process(book: Path, out: Path, *extra: str) -> subprocess.Popen:
