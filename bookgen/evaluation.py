@@ -1,7 +1,8 @@
 """`bookgen eval`: score a trained model on any text, in a currency all models share.
 
-Bits per character = total nats over the text / (characters * ln 2). A character model and a
-word model scored on the same text are directly comparable this way, whatever their tokens.
+Bits per character = total bits over the text / characters. A character model and a word model
+scored on the same text are directly comparable this way, whatever their tokens. Characters in
+pieces a model can only read as unknown are charged 8 bits each (see `trainer.bits_per_char`).
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ def evaluate_texts(
     torch_device = resolve_device(device)
     loaded = load_checkpoint(folder, device=torch_device)
     documents = read_corpus(resolve_inputs([str(p) for p in paths]))
+    tokenizer = loaded.tokenizer
     stream = TokenStream.from_documents(
-        [loaded.tokenizer.encode(d.text) for d in documents], sum(d.chars for d in documents)
+        [tokenizer.encode(d.text) for d in documents],
+        sum(d.chars for d in documents),
+        sum(tokenizer.unknown_chars(d.text) for d in documents),
     )
     bptt = int(loaded.train_config.get("bptt", 64))
     batcher = StreamBatcher(stream, EVAL_ROWS, bptt)
@@ -47,5 +51,6 @@ def evaluate_texts(
         "chars": stream.chars,
         "nats_per_token": nats,
         "perplexity": math.exp(min(nats, 700.0)),
-        "bits_per_char": bits_per_char(nats, len(stream), stream.chars),
+        "bits_per_char": bits_per_char(nats, stream),
+        "unknown_chars": stream.unknown_chars,
     }

@@ -44,9 +44,12 @@ class TokenStream:
     tokens: torch.Tensor  # (N,) int64
     starts: torch.Tensor  # (N,) bool, True at the first token of each document
     chars: int  # characters of cleaned text behind these tokens (for bits per character)
+    unknown_chars: int = 0  # of those, characters the vocabulary could only read as unknown
 
     @classmethod
-    def from_documents(cls, token_lists: Sequence[Sequence[int]], chars: int) -> TokenStream:
+    def from_documents(
+        cls, token_lists: Sequence[Sequence[int]], chars: int, unknown_chars: int = 0
+    ) -> TokenStream:
         lists = [t for t in token_lists if len(t) > 0]
         if not lists:
             raise BookgenError("no tokens to train on")
@@ -56,7 +59,7 @@ class TokenStream:
         for toks in lists:
             starts[offset] = True
             offset += len(toks)
-        return cls(tokens, starts, chars)
+        return cls(tokens, starts, chars, unknown_chars)
 
     def __len__(self) -> int:
         return len(self.tokens)

@@ -45,6 +45,10 @@ class Tokenizer(Protocol):
         """The pieces of `text` the vocabulary does not cover (in order, without repeats)."""
         ...
 
+    def unknown_chars(self, text: str) -> int:
+        """How many characters of `text` fall in pieces the vocabulary does not cover."""
+        ...
+
     def to_json(self) -> str: ...
 
     def stream_decoder(self) -> StreamDecoder: ...
@@ -96,6 +100,10 @@ class CharTokenizer:
 
     def unknown(self, text: str) -> list[str]:
         return list(dict.fromkeys(c for c in text if c not in self._ids))
+
+    def unknown_chars(self, text: str) -> int:
+        ids = self._ids
+        return sum(1 for c in text if c not in ids)
 
     def to_json(self) -> str:
         return json.dumps({"level": "char", "chars": self.chars}, ensure_ascii=False)
@@ -249,6 +257,12 @@ class WordTokenizer:
     def tokens(self, text: str) -> list[str]:
         """The pieces `text` is cut into (lowercased if the vocabulary is), known or not."""
         return _pieces(self._tokenizer, unwrap_hard_wrapped(text))
+
+    def unknown_chars(self, text: str) -> int:
+        encoding = self._tokenizer.encode(unwrap_hard_wrapped(text))
+        return sum(
+            b - a for i, (a, b) in zip(encoding.ids, encoding.offsets, strict=True) if i == UNK_ID
+        )
 
     def unknown(self, text: str) -> list[str]:
         encoding = self._tokenizer.encode(unwrap_hard_wrapped(text))

@@ -30,13 +30,14 @@ from bookgen.streams import StreamBatcher, TokenStream
 from bookgen.tokenizer import CharTokenizer, Tokenizer
 
 LN2 = math.log(2)
+UNKNOWN_CHAR_BITS = 8.0
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     level: str = "char"  # "char" or "word"
     vocab_size: int = 20000  # word level: the most frequent words kept (the rest are unknown)
-    min_count: int = 2  # word level: words seen fewer times are unknown
+    min_count: int = 1  # word level: words seen fewer times are unknown
     lowercase: bool = False  # word level
     embeddings: str | None = None  # word level: GloVe / word2vec text file to start from
     batch_size: int = 32  # B: number of parallel streams (batch rows)
@@ -183,7 +184,9 @@ def prepare_data(
     if not val_texts or sum(map(len, val_texts)) < 2:
         raise BookgenError("the text is too short to hold out a validation part")
     val = TokenStream.from_documents(
-        [tokenizer.encode(t) for t in val_texts], sum(map(len, val_texts))
+        [tokenizer.encode(t) for t in val_texts],
+        sum(map(len, val_texts)),
+        sum(tokenizer.unknown_chars(t) for t in val_texts),
     )
     corpus = {
         "documents": [
@@ -263,9 +266,15 @@ def evaluate(
     return total / max(count, 1)
 
 
-def bits_per_char(nats_per_token: float, tokens: int, chars: int) -> float:
-    """Total nats over the text / (characters * ln 2): comparable across tokenizations."""
-    return nats_per_token * tokens / (chars * LN2)
+def bits_per_char(nats_per_token: float, stream: TokenStream) -> float:
+    """Total bits over the text / characters: comparable across tokenizations.
+
+    A model never pays for the spelling of a word it reads as unknown (a word model with a small
+    vocabulary would look better than it is), so each character of an unknown piece is charged
+    8 bits, as if spelled out in raw bytes: an upper bound that keeps the comparison honest.
+    """
+    bits = nats_per_token * len(stream) / LN2 + UNKNOWN_CHAR_BITS * stream.unknown_chars
+    return bits / stream.chars
 
 
 # --- the training loop -----------------------------------------------------------------------
@@ -451,7 +460,7 @@ class Trainer:
             "epoch": round(s.epoch + s.position / self.batcher.row_length, 6),
             "train_loss": s.loss_sum / s.loss_count if s.loss_count else None,
             "val_loss": val_loss,
-            "val_bits_per_char": bits_per_char(val_loss, len(val), val.chars),
+            "val_bits_per_char": bits_per_char(val_loss, val),
             "lr": lr,
             "elapsed_s": round(s.elapsed_s, 3),
             "tokens_per_s": round(rate, 1),

@@ -20,7 +20,17 @@ def test_eval_reports_the_shared_currency(trained: Path, tiny_book: Path):
     assert scores["tokens"] == scores["chars"]  # a character model: one token per character
     assert scores["perplexity"] == pytest.approx(math.exp(scores["nats_per_token"]))
     expected = scores["nats_per_token"] * scores["tokens"] / (scores["chars"] * math.log(2))
+    assert scores["unknown_chars"] == 0
     assert scores["bits_per_char"] == pytest.approx(expected)
+
+
+def test_unknown_characters_are_charged_8_bits_each(trained: Path, tmp_path: Path):
+    text = tmp_path / "odd.txt"
+    text.write_text("It was the best of times. ZZZZ QQQQ\n")
+    scores = evaluate_texts([text], trained)
+    assert scores["unknown_chars"] == 8  # Z and Q never occur in the tiny book
+    paid = scores["nats_per_token"] * scores["tokens"] / math.log(2) + 8 * 8
+    assert scores["bits_per_char"] == pytest.approx(paid / scores["chars"])
 
 
 def test_carried_state_is_worth_something(trained: Path, tiny_book: Path):
@@ -33,7 +43,14 @@ def test_eval_cli_json_and_errors(trained: Path, tiny_book: Path):
     result = runner.invoke(app, ["eval", str(tiny_book), "--checkpoint", str(trained), "--json"])
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
-    assert set(scores) == {"tokens", "chars", "nats_per_token", "perplexity", "bits_per_char"}
+    assert set(scores) == {
+        "tokens",
+        "chars",
+        "nats_per_token",
+        "perplexity",
+        "bits_per_char",
+        "unknown_chars",
+    }
     bad = runner.invoke(
         app, ["eval", str(tiny_book), "--checkpoint", str(trained), "--reset-every", "0"]
     )
