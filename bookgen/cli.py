@@ -172,7 +172,7 @@ def train(
     min_count: Annotated[
         Optional[int],
         typer.Option(
-            help="Words seen fewer times are unknown. [default: 2]", rich_help_panel=WORDS
+            help="Words seen fewer times are unknown. [default: 1]", rich_help_panel=WORDS
         ),
     ] = None,
     lowercase: Annotated[
