@@ -26,6 +26,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+_show_tracebacks = {"on": False}  # set by --debug
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of errors (for bug reports).")
+    ] = False,
+) -> None:
+    _show_tracebacks["on"] = debug
 
 
 def clean_errors(command):
@@ -37,6 +47,8 @@ def clean_errors(command):
         try:
             return command(*args, **kwargs)
         except BookgenError as error:
+            if _show_tracebacks["on"]:
+                raise
             err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
 

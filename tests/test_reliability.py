@@ -148,3 +148,35 @@ def test_char_round_trip_for_covered_text(train_text: str, probe: str):
     tokenizer = CharTokenizer.build([train_text])
     covered = "".join(c for c in probe if c in set(train_text)) or train_text
     assert tokenizer.decode(tokenizer.encode(covered)) == covered
+
+
+def test_disk_full_mid_training_keeps_the_previous_checkpoint(
+    tiny_book: Path, tmp_path: Path, monkeypatch
+):
+    import errno
+
+    from bookgen import checkpoint
+
+    out = tmp_path / "run"
+    real_write = checkpoint.atomic_write
+    saves = {"n": 0}
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def write_until_full(path, data):
+        if Path(path).name.startswith("model-"):
+            saves["n"] += 1
+        if saves["n"] >= 3:  # from the third save on, the disk is full
+            with monkeypatch.context() as full:
+                full.setattr(checkpoint.os, "fsync", no_space)
+                real_write(path, data)
+        real_write(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write", write_until_full)
+    with pytest.raises(BookgenError, match="No space left on device"):
+        bookgen.train(tiny_book, out, steps=100, checkpoint_every=10, eval_every=50, **TINY_MODEL)
+    monkeypatch.setattr(checkpoint, "atomic_write", real_write)
+    saved = load_checkpoint(out, which="model")
+    assert saved.manifest["training_state"]["step"] == 20  # the last save that fit
+    assert not list(out.glob(".*.tmp"))  # the failed write left no temporary file
