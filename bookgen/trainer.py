@@ -26,7 +26,7 @@ from bookgen.corpus import Document
 from bookgen.errors import BookgenError
 from bookgen.model import ModelConfig, RecurrentLM, State, detach_state
 from bookgen.sampler import TextGenerator
-from bookgen.streams import StreamBatcher, TokenStream
+from bookgen.streams import StreamBatcher, TokenStream, Window
 from bookgen.tokenizer import CharTokenizer, Tokenizer
 
 LN2 = math.log(2)
@@ -231,6 +231,14 @@ def autocast(device: torch.device, precision: str):
 # --- evaluation ------------------------------------------------------------------------------
 
 
+def token_nats(logits: torch.Tensor, window: Window, device: torch.device) -> torch.Tensor:
+    """Nats of each target token (1-D), leaving out the first token of each new book."""
+    nats = F.cross_entropy(
+        logits.float().flatten(0, 1), window.targets.to(device).flatten(), reduction="none"
+    )
+    return nats[window.loss_mask.to(device).flatten()]
+
+
 @torch.no_grad()
 def evaluate(
     model: RecurrentLM,
@@ -256,12 +264,9 @@ def evaluate(
             resets = resets | (positions % reset_every == 0).view(-1, 1)
         with autocast(device, precision):
             logits, state = model(window.inputs.to(device), state, resets.to(device))
-        nats = F.cross_entropy(
-            logits.float().flatten(0, 1), window.targets.to(device).flatten(), reduction="none"
-        )
-        mask = window.loss_mask.to(device).flatten()
-        total += float(nats[mask].sum())
-        count += int(mask.sum())
+        nats = token_nats(logits, window, device)
+        total += float(nats.sum())
+        count += nats.numel()
     model.train(was_training)
     return total / max(count, 1)
 
@@ -415,11 +420,8 @@ class Trainer:
         inputs = window.inputs.to(self.device)
         with autocast(self.device, self.precision):
             logits, hidden = self.model(inputs, self.hidden, window.resets.to(self.device))
-        nats = F.cross_entropy(
-            logits.float().flatten(0, 1), window.targets.to(self.device).flatten(), reduction="none"
-        )
-        mask = window.loss_mask.to(self.device).flatten()
-        loss = nats[mask].mean() if bool(mask.any()) else nats.sum() * 0
+        nats = token_nats(logits, window, self.device)
+        loss = nats.mean() if nats.numel() else logits.sum() * 0
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
