@@ -22,7 +22,7 @@ import json
 import os
 import random
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,6 @@ class TrainingState:
     loss_sum: float = 0.0  # training losses since the last evaluation (for its train_loss)
     loss_count: int = 0
     python_rng: Any = None  # random.getstate(), as JSON-able lists
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass

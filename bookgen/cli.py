@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from bookgen.errors import BookgenError
 
@@ -49,14 +50,14 @@ def clean_errors(command):
         except BookgenError as error:
             if _show_tracebacks["on"]:
                 raise
-            err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+            err.print(Text.assemble(("error:", "bold red"), f" {error}"), soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("warning:", "yellow"), f" {message}"), soft_wrap=True)
 
 
 # --- bookgen corpus --------------------------------------------------------------------------
@@ -173,7 +174,7 @@ def train(
     ] = None,
     dropout: Annotated[
         Optional[float],
-        typer.Option(help="Dropout, one mask per sequence. [default: 0]", rich_help_panel=MODEL),
+        typer.Option(help="Dropout, one mask per sequence. [default: 0.25]", rich_help_panel=MODEL),
     ] = None,
     vocab_size: Annotated[
         Optional[int],
@@ -365,11 +366,10 @@ class _TrainDisplay:
                 f"{m['val_bits_per_char']:.4f} bits/char{mark}"
             )
             if event.preview:
-                self.progress.console.print(
-                    f"[dim]{event.preview.strip()}[/]", markup=True, highlight=False
-                )
+                # Text, not markup: a book's "[Exit]" must print as it is.
+                self.progress.console.print(Text(event.preview.strip(), style="dim"))
         elif isinstance(event, t.Notice):
-            self.progress.console.print(f"[yellow]{event.message}[/]")
+            self.progress.console.print(Text(event.message, style="yellow"))
 
 
 # --- bookgen eval ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ class ModelConfig:
     layers: int = 1
     hidden_size: int = 512
     embed_size: int | None = None  # None: the same as hidden_size, so the weights can be tied
-    dropout: float = 0.0
+    dropout: float = 0.25  # locked dropout; measured: better at 10 minutes, a little worse at 1
     tie_weights: bool = True  # share embedding and output weights when embed == hidden
 
     def __post_init__(self) -> None:

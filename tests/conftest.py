@@ -17,7 +17,9 @@ TINY_BOOK = (
 ) * 12
 
 # A tiny model that trains in about a second.
-TINY_MODEL = dict(hidden_size=32, batch_size=4, bptt=16, precision="fp32", device="cpu")
+TINY_MODEL = dict(
+    hidden_size=32, batch_size=4, bptt=16, dropout=0.0, precision="fp32", device="cpu"
+)
 
 
 def shared_corpus(relative: str) -> Path:
