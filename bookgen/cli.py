@@ -86,7 +86,9 @@ def corpus(
 
     documents = read_corpus(resolve_inputs(paths))
     table = Table(title="bookgen corpus")
-    for column in ("book", "encoding", "gutenberg header", "characters", "distinct"):
+    # A book's name is more use whole than the other columns.
+    table.add_column("book", no_wrap=True, min_width=max(len(d.name) for d in documents))
+    for column in ("encoding", "gutenberg header", "characters", "distinct"):
         table.add_column(
             column, justify="right" if column in ("characters", "distinct") else "left"
         )
