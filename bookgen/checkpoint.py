@@ -55,6 +55,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise BookgenError(f"cannot write to {path.parent}: {err.strerror or err}") from err
     try:
         with os.fdopen(fd, "wb") as f:
+            _chmod_like_open(f.fileno())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -66,6 +67,24 @@ def atomic_write(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)  # e.g. a second Ctrl-C: leave no temporary file
         raise
     _fsync_dir(path.parent)
+
+
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()  # read once: os.umask can only be read by setting it
+
+
+def _chmod_like_open(fd: int) -> None:
+    # mkstemp makes files only the owner can read (0600); give the permissions a plain open()
+    # would, so a checkpoint can be shared like any other file.
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+    except (AttributeError, OSError):  # no fchmod on Windows
+        pass
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -124,6 +143,7 @@ class TrainingState:
     best_step: int | None = None
     loss_sum: float = 0.0  # training losses since the last evaluation (for its train_loss)
     loss_count: int = 0
+    last_eval_step: int = -1  # the step of the last evaluation, -1 before the first
     python_rng: Any = None  # random.getstate(), as JSON-able lists
 
 
@@ -166,10 +186,13 @@ def save_checkpoint(
     weights = _untie(weights, model)
     model_file = f"model-{step:07d}.safetensors"
     atomic_write(folder / model_file, st_save(weights))
-    best_file = model_file if is_best else (old or {}).get("files", {}).get("best_model")
+    # Before the first evaluation there is no best yet: the latest weights stand in for it.
+    best_file = old["files"]["best_model"] if old and state.best_val_loss is not None else None
+    if is_best or best_file is None:
+        best_file = model_file
     train_file = f"train-{step:07d}.safetensors"
     atomic_write(folder / train_file, st_save(_train_tensors(optimizer, hidden)))
-    if not (folder / TOKENIZER).exists():
+    if old is None or not (folder / TOKENIZER).exists():
         atomic_write(folder / TOKENIZER, tokenizer.to_json().encode("utf-8"))
     manifest = {
         "format": FORMAT,
@@ -183,7 +206,7 @@ def save_checkpoint(
         "files": {
             "tokenizer": TOKENIZER,
             "model": model_file,
-            "best_model": best_file or model_file,
+            "best_model": best_file,
             "train_state": train_file,
         },
     }
@@ -256,7 +279,30 @@ def read_manifest(folder: Path) -> dict:
             f"{folder}: checkpoint format version {version} was written by a newer bookgen "
             f"(this one reads up to {FORMAT_VERSION}); upgrade bookgen to load it"
         )
+    _check_manifest_fields(path, manifest)
     return manifest
+
+
+_MANIFEST_FIELDS = {
+    "level": str,
+    "model_config": dict,
+    "train_config": dict,
+    "corpus": dict,
+    "training_state": dict,
+    "files": dict,
+}
+_MANIFEST_FILES = ("tokenizer", "model", "best_model", "train_state")
+
+
+def _check_manifest_fields(path: Path, manifest: dict) -> None:
+    """Every field the loaders rely on is there and has the right type, or one clear error."""
+    for name, kind in _MANIFEST_FIELDS.items():
+        if not isinstance(manifest.get(name), kind):
+            raise BookgenError(f"{path}: damaged checkpoint manifest (no valid {name!r})")
+    for name in _MANIFEST_FILES:
+        value = manifest["files"].get(name)
+        if not isinstance(value, str) or "/" in value or "\\" in value or value.startswith("."):
+            raise BookgenError(f"{path}: damaged checkpoint manifest (no valid files.{name})")
 
 
 def read_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
@@ -309,8 +355,10 @@ def restore_training(
         ) from err
     hidden_keys = sorted(k for k in tensors if k.startswith("hidden."))
     hidden = tuple(tensors[k].to(device) for k in hidden_keys) or None
-    data = dict(manifest["training_state"])
-    state = TrainingState(**data)
+    try:
+        state = TrainingState(**manifest["training_state"])
+    except TypeError as err:
+        raise BookgenError(f"{folder}: damaged training state in the manifest ({err})") from err
     if state.python_rng is not None:
         version, internal, gauss = state.python_rng
         random.setstate((version, tuple(internal), gauss))

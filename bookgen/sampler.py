@@ -30,8 +30,8 @@ class SamplingSettings:
     top_p: float = 1.0  # 1.0 = no nucleus cut
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:
-            raise BookgenError(f"temperature must be 0 or more, not {self.temperature}")
+        if not 0 <= self.temperature < float("inf"):
+            raise BookgenError(f"temperature must be 0 or more and finite, not {self.temperature}")
         if self.top_k < 0:
             raise BookgenError(f"top-k must be 0 (off) or more, not {self.top_k}")
         if not 0 < self.top_p <= 1:
@@ -42,11 +42,13 @@ def choose_token(
     logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator
 ) -> int:
     """Draw one token id from 1-D `logits` (V,), never the unknown token."""
-    logits = logits.float().cpu().clone()
+    logits = logits.double().cpu().clone()  # float64: a tiny temperature must not round to 0
     logits[UNK_ID] = float("-inf")
     if settings.temperature == 0:
         return int(torch.argmax(logits))
-    logits = logits / settings.temperature
+    # Shifted so the largest is 0 before dividing: a tiny temperature then gives -inf for the
+    # rest (greedy in effect) rather than inf - inf = NaN.
+    logits = (logits - logits.max()) / settings.temperature
     if 0 < settings.top_k < logits.numel():
         kth = torch.topk(logits, settings.top_k).values[-1]
         logits[logits < kth] = float("-inf")

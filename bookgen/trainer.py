@@ -73,6 +73,8 @@ class TrainConfig:
         for name in (*positive, "vocab_size", "min_count", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise BookgenError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.warmup_steps < 0:
+            raise BookgenError(f"warmup_steps must be 0 or more, not {self.warmup_steps}")
         if not 0 < self.val_fraction < 1:
             raise BookgenError(f"--val-fraction must be in (0, 1), not {self.val_fraction}")
         if not self.learning_rate > 0:
@@ -308,7 +310,7 @@ class Trainer:
         self.precision = resolve_precision(config.precision, self.device)
         manifest = ckpt.read_manifest(self.out) if resume else None
         if manifest is None:
-            _prepare_out(self.out, force)
+            _check_out(self.out, force)  # refuse early; nothing is removed until all is checked
         saved_tokenizer = ckpt.load_tokenizer(self.out, manifest) if manifest else None
         self.data = prepare_data(documents, config, saved_tokenizer)
         if manifest is not None:
@@ -334,18 +336,20 @@ class Trainer:
             if hidden is not None:
                 self.hidden = hidden
             ckpt.truncate_metrics(self.out, self.state.step)
-        elif config.embeddings is not None:
-            self._load_embeddings(config.embeddings)
+        else:
+            if config.embeddings is not None:
+                self._load_embeddings(config.embeddings)
+            _prepare_out(self.out)
         self.stop_signal: int | None = None
         self.bad_steps = 0
 
-    # The learning rate: linear warm-up, then cosine decay over the budget.
+    # The learning rate: a cosine decay over the budget, scaled by a linear warm-up over the
+    # first steps. The product is continuous, even when the warm-up takes much of a short budget.
     def learning_rate(self, progress: float) -> float:
         c = self.config
-        if self.state.step < c.warmup_steps:
-            return c.learning_rate * (self.state.step + 1) / c.warmup_steps
+        warmup = min(1.0, (self.state.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
         decay = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        return c.learning_rate * (c.min_lr_ratio + (1 - c.min_lr_ratio) * decay)
+        return c.learning_rate * warmup * (c.min_lr_ratio + (1 - c.min_lr_ratio) * decay)
 
     def progress(self, elapsed: float, reserve: float) -> float:
         """How much of the budget is used, 0..1: the largest of steps, epochs and time."""
@@ -373,7 +377,6 @@ class Trainer:
         # The clock includes reading and tokenizing, so --minutes is the whole run's time.
         start = self.created - s.elapsed_s
         tokens_at_start, elapsed_at_start = s.tokens_seen, s.elapsed_s
-        last_evaluated = s.step if s.step > 0 else -1
         while True:
             for window in self.batcher.windows(s.epoch, c.seed, s.position):
                 if self.progress(time.perf_counter() - start, reserve) >= 1.0:
@@ -392,7 +395,6 @@ class Trainer:
                 self.emit(Stepped(s.step, epoch, loss, lr, rate, s.elapsed_s, progress))
                 if s.step % c.eval_every == 0:
                     self._evaluate_and_save(lr, rate)
-                    last_evaluated = s.step
                 elif s.step % c.checkpoint_every == 0:
                     self._save(is_best=False)
                 if self.stop_signal is not None:
@@ -406,7 +408,7 @@ class Trainer:
                 self.hidden = self.model.init_state(self.batcher.batch_size, self.device)
                 continue
             break
-        if last_evaluated != s.step:
+        if s.last_eval_step != s.step:
             rate = (s.tokens_seen - tokens_at_start) / max(s.elapsed_s - elapsed_at_start, 1e-9)
             self._evaluate_and_save(self.learning_rate(1.0), rate)
         metrics = ckpt.read_metrics(self.out)
@@ -454,6 +456,7 @@ class Trainer:
         val_loss = evaluate(self.model, self.val_batcher, self.device, self.precision)
         val = self.data.val
         is_best = s.best_val_loss is None or val_loss < s.best_val_loss
+        s.last_eval_step = s.step
         if is_best:
             s.best_val_loss, s.best_step = val_loss, s.step
         record = {
@@ -588,7 +591,7 @@ def _check_same_books(saved: dict, now: dict) -> None:
         )
 
 
-def _prepare_out(out: Path, force: bool) -> None:
+def _check_out(out: Path, force: bool) -> None:
     if (out / ckpt.MANIFEST).exists() and not force:
         raise BookgenError(
             f"{out} already holds a trained model; continue it with --resume, "
@@ -596,11 +599,20 @@ def _prepare_out(out: Path, force: bool) -> None:
         )
     if out.exists() and not out.is_dir():
         raise BookgenError(f"{out} exists and is not a folder")
-    if force and out.is_dir():
+
+
+def _prepare_out(out: Path) -> None:
+    """Make `out` ready for a new run: only called once the run's settings have been checked.
+
+    Files of an earlier run (replaced with --force, or left without a manifest by a run killed
+    before its first save) are removed, so none of them is ever mistaken for this run's.
+    """
+    if out.is_dir():
         for name in (ckpt.MANIFEST, ckpt.TOKENIZER, ckpt.METRICS):
             (out / name).unlink(missing_ok=True)
-        for path in out.glob("*.safetensors"):
-            path.unlink()
+        for pattern in ("model-*.safetensors", "train-*.safetensors"):
+            for path in out.glob(pattern):
+                path.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:

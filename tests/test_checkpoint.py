@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import bookgen
 from bookgen.checkpoint import FORMAT_VERSION, MANIFEST, load_checkpoint, read_metrics
 from bookgen.errors import BookgenError
 
@@ -76,3 +77,21 @@ def test_not_a_checkpoint(tmp_path: Path):
         load_checkpoint(tmp_path / "nope")
     with pytest.raises(BookgenError, match="not a bookgen checkpoint"):
         load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda m: m.pop("training_state"),
+        lambda m: m.pop("files"),
+        lambda m: m["files"].pop("train_state"),
+        lambda m: m["files"].update(model="../../etc/passwd"),
+        lambda m: m["training_state"].update(surprise=1),
+    ],
+)
+def test_a_manifest_with_missing_or_odd_fields_is_one_clear_error(trained: Path, tiny_book, damage):
+    m = manifest(trained)
+    damage(m)
+    (trained / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BookgenError, match="damaged"):
+        bookgen.train(tiny_book, trained, resume=True)

@@ -47,6 +47,8 @@ def test_train_then_sample_from_the_cli(tiny_book: Path, tmp_path: Path, monkeyp
     "args, message",
     [
         (["--temperature", "-1"], "temperature must be 0 or more"),
+        (["--temperature", "inf"], "temperature must be 0 or more and finite, not inf"),
+        (["--temperature", "nan"], "temperature must be 0 or more and finite, not nan"),
         (["--top-p", "0"], "top-p must be in (0, 1]"),
         (["--top-k", "-1"], "top-k must be 0"),
         (["--length", "-5"], "--length must be 0 or more"),
@@ -71,6 +73,8 @@ def test_bad_input_files_exit_2(tmp_path: Path):
     (tmp_path / "no-books").mkdir()
     (tmp_path / "x.bin").write_bytes(bytes(range(256)) * 20)
     cases.append(([tmp_path / "x.bin"], "binary"))
+    (tmp_path / "ok.txt").write_text("Some text to train on. " * 40)
+    cases.append(([tmp_path / "ok.txt", "--cell", "transformer"], "--cell must be"))
     for paths, message in cases:
         result = run("train", *paths, "--steps", "1", "--out", tmp_path / "out")
         assert result.exit_code == 2, result.output

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bookgen
-from bookgen.checkpoint import MANIFEST, load_checkpoint, read_metrics
+from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_metrics
 from bookgen.corpus import clean_text, decode_bytes
 from bookgen.errors import BookgenError
 from bookgen.tokenizer import CharTokenizer
@@ -53,6 +53,27 @@ def test_resume_continues_bit_for_bit(tiny_book: Path, tmp_path: Path):
     a = "".join(bookgen.load(straight).generate("It was", length=60, random_seed=4))
     b = "".join(bookgen.load(resumed).generate("It was", length=60, random_seed=4))
     assert a == b
+
+
+def test_resume_at_the_end_of_the_budget_still_evaluates(tiny_book: Path, tmp_path: Path):
+    out = tmp_path / "r"
+    run = dict(TINY_MODEL, steps=30, eval_every=1000, checkpoint_every=5)
+    with pytest.raises(TrainingInterrupted):
+        bookgen.train(tiny_book, out, on_event=interrupt_at(30), **run)
+    assert read_metrics(out) == []
+    files = read_manifest(out)["files"]
+    # Never evaluated: the best weights so far are the latest, not the first ones saved.
+    assert files["best_model"] == files["model"] == "model-0000030.safetensors"
+    result = bookgen.train(tiny_book, out, resume=True)
+    assert [r["step"] for r in result.metrics] == [30]
+    assert result.best_val_loss == result.metrics[0]["val_loss"]
+
+
+def test_checkpoint_files_get_the_usual_permissions(trained: Path):
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in trained.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
 
 
 def test_resume_refuses_conflicting_settings(trained: Path, tiny_book: Path, tmp_path: Path):

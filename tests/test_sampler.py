@@ -59,3 +59,14 @@ def test_unknown_seed_characters_warn_and_still_write(trained: Path):
 def test_invalid_settings_are_refused(trained: Path, kwargs, message):
     with pytest.raises(BookgenError, match=message):
         text(bookgen.load(trained), "It", **kwargs)
+
+
+def test_a_tiny_temperature_is_greedy_not_nan():
+    import torch
+
+    from bookgen.sampler import SamplingSettings, choose_token
+
+    logits = torch.tensor([0.0, 1.0, 3.0, 2.5, -4.0])  # id 0 is the unknown token
+    settings = SamplingSettings(temperature=1e-300)
+    generator = torch.Generator().manual_seed(0)
+    assert [choose_token(logits, settings, generator) for _ in range(20)] == [2] * 20

@@ -70,3 +70,52 @@ def test_an_existing_model_is_not_overwritten(trained: Path, tiny_book: Path):
 def test_minutes_budget_stops_in_time(tiny_book: Path, tmp_path: Path):
     result = bookgen.train(tiny_book, tmp_path / "m", minutes=0.05, **TINY_MODEL)
     assert 0 < result.metrics[-1]["elapsed_s"] <= 3.0
+
+
+def test_the_learning_rate_never_jumps(tiny_book: Path, tmp_path: Path):
+    # The warm-up (50 steps) takes most of this short budget; the rate must still move smoothly.
+    events = []
+    bookgen.train(
+        tiny_book,
+        tmp_path / "lr",
+        steps=60,
+        learning_rate=1e-2,
+        on_event=events.append,
+        **TINY_MODEL,
+    )
+    rates = [e.lr for e in events if isinstance(e, Stepped)]
+    assert rates[0] == pytest.approx(1e-2 / 50)
+    assert max(rates) < 1e-2
+    assert all(abs(b - a) < 0.04 * 1e-2 for a, b in zip(rates[:-1], rates[1:], strict=True))
+
+
+def test_force_replaces_a_model_only_once_the_new_settings_are_good(trained: Path, tiny_book):
+    before = {p.name: p.read_bytes() for p in trained.iterdir()}
+    with pytest.raises(BookgenError, match="--cell must be"):
+        bookgen.train(tiny_book, trained, steps=5, force=True, cell="transformer", **TINY_MODEL)
+    with pytest.raises(BookgenError):
+        bookgen.train(
+            tiny_book,
+            trained,
+            steps=5,
+            force=True,
+            level="word",
+            embeddings=str(trained / "no-such-vectors.txt"),
+            **TINY_MODEL,
+        )
+    assert {p.name: p.read_bytes() for p in trained.iterdir()} == before
+
+
+def test_files_left_without_a_manifest_are_not_adopted(trained: Path, tiny_book: Path, tmp_path):
+    # A run killed before its first save leaves no manifest; a word-level tokenizer and metrics
+    # from some other run in the folder must not become part of the next run.
+    out = tmp_path / "leftovers"
+    out.mkdir()
+    (out / "tokenizer.json").write_text('{"not": "this run\'s tokenizer"}')
+    (out / "metrics.jsonl").write_text('{"step": 999, "val_loss": 0.1}\n')
+    (out / "model-0000999.safetensors").write_bytes(b"old")
+    result = bookgen.train(tiny_book, out, steps=10, **TINY_MODEL)
+    assert [r["step"] for r in result.metrics] == [10]
+    assert not (out / "model-0000999.safetensors").exists()
+    assert (out / "tokenizer.json").read_text() == (trained / "tokenizer.json").read_text()
+    assert "".join(bookgen.load(out).generate("It was", length=10, random_seed=1))
