@@ -13,7 +13,6 @@ input and output injected so tests drive it without a terminal; `chat_main` wire
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import sys
 import warnings
@@ -79,12 +78,6 @@ class Snapshot:
     after_user: Primed  # the state after the user's text, before the continuation
 
 
-def copy_primed(primed: Primed) -> Primed:
-    # The sampler advances a Primed in place, so a snapshot must own its tensors (and whatever
-    # else it holds, such as a stream decoder's context).
-    return copy.deepcopy(primed)
-
-
 class ChatSession:
     """A story written in turns: the model's state, the settings, the text, the snapshots."""
 
@@ -115,14 +108,14 @@ class ChatSession:
         """
         self._stop_writing()
         snapshot = Snapshot(
-            before=copy_primed(self.primed) if self.primed is not None else None,
+            before=self.primed.copy() if self.primed is not None else None,
             transcript_length=len(self.transcript),
-            after_user=copy_primed(self.writer.prime(user_text, self.primed)),
+            after_user=self.writer.prime(user_text, self.primed).copy(),
         )
         # Only now, with the text read, does anything change (a Ctrl-C above changes nothing).
         self.turns.append(snapshot)
         self.transcript.append(("user", user_text))
-        self.primed = copy_primed(snapshot.after_user)
+        self.primed = snapshot.after_user.copy()
         self._writing = self._continue(snapshot.after_user)
         return self._writing
 
@@ -133,7 +126,7 @@ class ChatSession:
         self._stop_writing()
         snapshot = self.turns[-1]
         del self.transcript[snapshot.transcript_length + 1 :]  # keep the user's text
-        self.primed = copy_primed(snapshot.after_user)
+        self.primed = snapshot.after_user.copy()
         self._writing = self._continue(snapshot.after_user)
         return self._writing
 
@@ -144,7 +137,7 @@ class ChatSession:
         self._stop_writing()
         snapshot = self.turns.pop()
         del self.transcript[snapshot.transcript_length :]
-        self.primed = copy_primed(snapshot.before) if snapshot.before is not None else None
+        self.primed = snapshot.before.copy() if snapshot.before is not None else None
 
     def reset(self) -> None:
         """Start a new story: the model forgets everything, as in a new session."""
@@ -183,7 +176,7 @@ class ChatSession:
             if not finished:
                 # The sampler may have read more or less than it yielded when it was stopped;
                 # re-read what was yielded, so the state is the state after the story's text.
-                self.primed = self.writer.prime(text, copy_primed(start))
+                self.primed = self.writer.prime(text, start.copy())
 
     def command(self, line: str) -> str | Generator[str, None, None]:
         """Run a slash command: returns the line to show, or for /retry the new continuation.

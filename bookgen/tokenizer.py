@@ -259,19 +259,16 @@ class WordTokenizer:
         return _pieces(self._tokenizer, unwrap_hard_wrapped(text))
 
     def unknown_chars(self, text: str) -> int:
-        encoding = self._tokenizer.encode(unwrap_hard_wrapped(text))
-        return sum(
-            b - a for i, (a, b) in zip(encoding.ids, encoding.offsets, strict=True) if i == UNK_ID
-        )
+        return sum(b - a for a, b in self._unknown_spans(text))
 
     def unknown(self, text: str) -> list[str]:
+        return list(dict.fromkeys(text[a:b] for a, b in self._unknown_spans(text)))
+
+    def _unknown_spans(self, text: str) -> list[tuple[int, int]]:
+        """(start, end) in `text` of each piece read as unknown (unwrapping keeps offsets)."""
         encoding = self._tokenizer.encode(unwrap_hard_wrapped(text))
-        pieces = (
-            text[a:b]
-            for i, (a, b) in zip(encoding.ids, encoding.offsets, strict=True)
-            if i == UNK_ID
-        )
-        return list(dict.fromkeys(pieces))
+        pairs = zip(encoding.ids, encoding.offsets, strict=True)
+        return [span for token_id, span in pairs if token_id == UNK_ID]
 
     def id_to_token(self, token_id: int) -> str:
         if not 0 <= token_id < len(self._tokens):

@@ -377,11 +377,16 @@ class Trainer:
         # The clock includes reading and tokenizing, so --minutes is the whole run's time.
         start = self.created - s.elapsed_s
         tokens_at_start, elapsed_at_start = s.tokens_seen, s.elapsed_s
+
+        def tokens_per_s() -> float:  # this session's speed, not counting a resumed run's past
+            return (s.tokens_seen - tokens_at_start) / max(s.elapsed_s - elapsed_at_start, 1e-9)
+
         while True:
             for window in self.batcher.windows(s.epoch, c.seed, s.position):
-                if self.progress(time.perf_counter() - start, reserve) >= 1.0:
+                progress = self.progress(time.perf_counter() - start, reserve)
+                if progress >= 1.0:
                     break
-                lr = self.learning_rate(self.progress(time.perf_counter() - start, reserve))
+                lr = self.learning_rate(progress)
                 loss = self._step(window, lr)
                 s.step += 1
                 s.position = window.start + window.inputs.size(0)
@@ -389,7 +394,7 @@ class Trainer:
                 s.elapsed_s = time.perf_counter() - start
                 if loss is not None:
                     s.loss_sum, s.loss_count = s.loss_sum + loss, s.loss_count + 1
-                rate = (s.tokens_seen - tokens_at_start) / max(s.elapsed_s - elapsed_at_start, 1e-9)
+                rate = tokens_per_s()
                 progress = self.progress(s.elapsed_s, reserve)
                 epoch = s.epoch + s.position / self.batcher.row_length
                 self.emit(Stepped(s.step, epoch, loss, lr, rate, s.elapsed_s, progress))
@@ -409,8 +414,7 @@ class Trainer:
                 continue
             break
         if s.last_eval_step != s.step:
-            rate = (s.tokens_seen - tokens_at_start) / max(s.elapsed_s - elapsed_at_start, 1e-9)
-            self._evaluate_and_save(self.learning_rate(1.0), rate)
+            self._evaluate_and_save(self.learning_rate(1.0), tokens_per_s())
         metrics = ckpt.read_metrics(self.out)
         return TrainResult(self.out, s.step, s.best_val_loss, metrics)
 
