@@ -60,6 +60,12 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err.print(Text.assemble(("warning:", "yellow"), f" {message}"), soft_wrap=True)
 
 
+# The option of every command that reads a trained model (eval, sample, chat).
+CheckpointOption = Annotated[
+    Optional[Path], typer.Option(help="Checkpoint folder \\[default: newest under checkpoints/].")
+]
+
+
 # --- bookgen corpus --------------------------------------------------------------------------
 
 
@@ -123,7 +129,7 @@ def train(
     ],
     out: Annotated[
         Optional[Path],
-        typer.Option(help="Checkpoint folder. [default: checkpoints/<first book's name>]"),
+        typer.Option(help="Checkpoint folder. \\[default: checkpoints/<first book's name>]"),
     ] = None,
     resume: Annotated[
         bool,
@@ -140,7 +146,7 @@ def train(
         Optional[float],
         typer.Option(
             help="Wall-clock budget; the last evaluation and save fit inside it. "
-            "[default: 10 when no budget is given]",
+            "\\[default: 10 when no budget is given]",
             rich_help_panel=BUDGET,
         ),
     ] = None,
@@ -153,41 +159,45 @@ def train(
     ] = None,
     level: Annotated[
         Optional[str],
-        typer.Option(help="Tokens: char (letters) or word. [default: char]", rich_help_panel=MODEL),
+        typer.Option(
+            help="Tokens: char (letters) or word. \\[default: char]", rich_help_panel=MODEL
+        ),
     ] = None,
     cell: Annotated[
         Optional[str],
-        typer.Option(help="Recurrent cell: lstm or gru. [default: lstm]", rich_help_panel=MODEL),
+        typer.Option(help="Recurrent cell: lstm or gru. \\[default: lstm]", rich_help_panel=MODEL),
     ] = None,
     layers: Annotated[
-        Optional[int], typer.Option(help="Stacked layers. [default: 1]", rich_help_panel=MODEL)
+        Optional[int], typer.Option(help="Stacked layers. \\[default: 1]", rich_help_panel=MODEL)
     ] = None,
     hidden: Annotated[
         Optional[int],
-        typer.Option(help="Hidden state size per layer. [default: 512]", rich_help_panel=MODEL),
+        typer.Option(help="Hidden state size per layer. \\[default: 512]", rich_help_panel=MODEL),
     ] = None,
     embed: Annotated[
         Optional[int],
         typer.Option(
             help="Embedding size; equal to --hidden, input and output weights are tied. "
-            "[default: = --hidden]",
+            "\\[default: = --hidden]",
             rich_help_panel=MODEL,
         ),
     ] = None,
     dropout: Annotated[
         Optional[float],
-        typer.Option(help="Dropout, one mask per sequence. [default: 0.25]", rich_help_panel=MODEL),
+        typer.Option(
+            help="Dropout, one mask per sequence. \\[default: 0.25]", rich_help_panel=MODEL
+        ),
     ] = None,
     vocab_size: Annotated[
         Optional[int],
         typer.Option(
-            help="Words kept; rarer ones are unknown. [default: 20000]", rich_help_panel=WORDS
+            help="Words kept; rarer ones are unknown. \\[default: 20000]", rich_help_panel=WORDS
         ),
     ] = None,
     min_count: Annotated[
         Optional[int],
         typer.Option(
-            help="Words seen fewer times are unknown. [default: 1]", rich_help_panel=WORDS
+            help="Words seen fewer times are unknown. \\[default: 1]", rich_help_panel=WORDS
         ),
     ] = None,
     lowercase: Annotated[
@@ -205,7 +215,7 @@ def train(
         Optional[int],
         typer.Option(
             help="B: parallel streams. The text is cut into B contiguous pieces, one per batch "
-            "row; each row's state carries on to its next window. [default: 32]",
+            "row; each row's state carries on to its next window. \\[default: 32]",
             rich_help_panel=TRAINING,
         ),
     ] = None,
@@ -213,42 +223,42 @@ def train(
         Optional[int],
         typer.Option(
             help="T: tokens per window. Gradients flow back at most T tokens; the state "
-            "itself carries on across windows. [default: 64]",
+            "itself carries on across windows. \\[default: 64]",
             rich_help_panel=TRAINING,
         ),
     ] = None,
     lr: Annotated[
         Optional[float],
         typer.Option(
-            help="Peak learning rate (AdamW, warm-up then cosine decay). [default: 5e-3]",
+            help="Peak learning rate (AdamW, warm-up then cosine decay). \\[default: 5e-3]",
             rich_help_panel=TRAINING,
         ),
     ] = None,
     eval_every: Annotated[
         Optional[int],
         typer.Option(
-            help="Evaluate on the held-out text and save every N steps. [default: 250]",
+            help="Evaluate on the held-out text and save every N steps. \\[default: 250]",
             rich_help_panel=TRAINING,
         ),
     ] = None,
     checkpoint_every: Annotated[
         Optional[int],
         typer.Option(
-            help="Save the latest state every N steps, so a crash loses little. [default: 200]",
+            help="Save the latest state every N steps, so a crash loses little. \\[default: 200]",
             rich_help_panel=TRAINING,
         ),
     ] = None,
     val_fraction: Annotated[
         Optional[float],
         typer.Option(
-            help="Share of each book held out for validation (its end). [default: 0.1]",
+            help="Share of each book held out for validation (its end). \\[default: 0.1]",
             rich_help_panel=TRAINING,
         ),
     ] = None,
     seed: Annotated[
         Optional[int],
         typer.Option(
-            help="Random seed: the same seed and settings give the same run. [default: 1337]",
+            help="Random seed: the same seed and settings give the same run. \\[default: 1337]",
             rich_help_panel=TRAINING,
         ),
     ] = None,
@@ -381,9 +391,7 @@ class _TrainDisplay:
 @clean_errors
 def evaluate(
     paths: Annotated[list[str], typer.Argument(help="Text files, folders or globs to score.")],
-    checkpoint: Annotated[
-        Optional[Path], typer.Option(help="Checkpoint folder [default: newest under checkpoints/].")
-    ] = None,
+    checkpoint: CheckpointOption = None,
     reset_every: Annotated[
         Optional[int],
         typer.Option(
@@ -399,8 +407,9 @@ def evaluate(
     """Score a model on text: nats per token, perplexity and bits per character.
 
     The text is read as for training and run through the model with its state carried along.
-    Bits per character (total nats / (characters x ln 2)) is comparable between character and
-    word models on the same text; lower is better.
+    Bits per character (total bits / characters, each character of a piece read as unknown
+    charged 8 bits) is comparable between character and word models on the same text; lower
+    is better.
     """
     import json
 
@@ -434,9 +443,7 @@ def sample(
             help="Text to start from. The model reads all of it first, then continues it."
         ),
     ] = "",
-    checkpoint: Annotated[
-        Optional[Path], typer.Option(help="Checkpoint folder [default: newest under checkpoints/].")
-    ] = None,
+    checkpoint: CheckpointOption = None,
     length: Annotated[
         int, typer.Option(help="Tokens to write (characters for a character model).")
     ] = 500,
@@ -488,9 +495,7 @@ def sample(
 @app.command()
 @clean_errors
 def chat(
-    checkpoint: Annotated[
-        Optional[Path], typer.Option(help="Checkpoint folder [default: newest under checkpoints/].")
-    ] = None,
+    checkpoint: CheckpointOption = None,
     length: Annotated[int, typer.Option(help="Tokens the model writes each turn.")] = 300,
     temperature: Annotated[float, typer.Option(help="Randomness (0 = greedy).")] = 0.8,
     top_k: Annotated[int, typer.Option(help="Draw only from the K likeliest tokens (0: off).")] = 0,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,8 +106,17 @@ def test_corpus_table_and_dump(tmp_path: Path):
 
 
 def test_installed_command_runs_and_teaches():
+    wide = {**os.environ, "COLUMNS": "200"}
     result = subprocess.run(
-        [sys.executable, "-m", "bookgen.cli", "train", "--help"], capture_output=True, text=True
-    )
+        [sys.executable, "-m", "bookgen.cli", "train", "--help"],
+        capture_output=True, text=True, env=wide,
+    )  # fmt: skip
     assert result.returncode == 0
     assert "parallel streams" in result.stdout
+    # The defaults written into the help survive rich's markup, which would eat "[default: ..]".
+    assert "Hidden state size per layer. [default: 512]" in result.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "bookgen.cli", "sample", "--help"],
+        capture_output=True, text=True, env=wide,
+    )  # fmt: skip
+    assert "Checkpoint folder [default: newest under checkpoints/]" in result.stdout
