@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import codecs
+import gzip
+import io
+import random
+import re
+import sqlite3
+import struct
+import sys
+import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -18,7 +27,7 @@ from bookgen.corpus import (
     read_document,
     strip_gutenberg,
 )
-from bookgen.errors import BookgenError
+from bookgen.errors import BookgenError, BookgenWarning
 
 CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
 NO_CORPORA = "../shared/corpora not found (real books are not part of the repo)"
@@ -72,6 +81,7 @@ VARIANTS = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:.*stray NUL:bookgen.errors.BookgenWarning")
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_encoding_and_line_end_cleans_to_the_same_text(variant, tmp_path):
     data, encoding = VARIANTS[variant]
@@ -104,7 +114,8 @@ def test_bytes_windows_1252_leaves_undefined_decode_as_latin1():
 
 def test_utf16_text_starting_with_nul_is_not_taken_for_utf32():
     text = "\x00" + "Hello, world, a fine day. " * 5
-    assert decode_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le")) == (text, "utf-16")
+    with pytest.warns(BookgenWarning, match="dropped 1 stray NUL "):
+        assert decode_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le")) == (text, "utf-16")
 
 
 def test_document_counts_and_short_repr(tmp_path):
@@ -159,8 +170,208 @@ def test_binary_files_are_refused(data, reason, tmp_path):
 
 
 def test_a_few_stray_nuls_are_fine():
-    text, _ = decode_bytes(b"a" * 500 + b"\x00\x00" + b"b" * 500)
+    with pytest.warns(BookgenWarning, match=r"<bytes>: dropped 2 stray NULs \(0\.2% of its"):
+        text, _ = decode_bytes(b"a" * 500 + b"\x00\x00" + b"b" * 500)
     assert clean_text(text) == "a" * 500 + "b" * 500 + "\n"
+
+
+# --- stray NULs and other junk: text, not binary -------------------------------------------
+
+
+def _sprinkle_nuls(data: bytes, share: float) -> bytes:
+    """NUL bytes at random places, inside UTF-8 characters too, until `share` of bytes are NUL."""
+    rng = random.Random(9)
+    count = round(len(data) * share / (1 - share))
+    cuts = sorted(rng.randrange(len(data) + 1) for _ in range(count))
+    return b"\x00".join(
+        data[start:end] for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True)
+    )
+
+
+def test_utf8_book_with_5_percent_nuls_reads_as_without_them(tmp_path):
+    book = EXPECTED * 40
+    data = _sprinkle_nuls(book.encode("utf-8"), 0.05)
+    with pytest.raises(UnicodeDecodeError):
+        data.decode("utf-8")  # some NULs split a curly quote's or an e-acute's bytes
+    (tmp_path / "clean.txt").write_text(book, encoding="utf-8")
+    (tmp_path / "nuls.txt").write_bytes(data)
+    with pytest.warns(BookgenWarning) as caught:
+        damaged = read_document(tmp_path / "nuls.txt")
+    clean = read_document(tmp_path / "clean.txt")
+    assert (damaged.text, damaged.encoding) == (clean.text, "utf-8")
+    nuls = data.count(0)
+    assert [str(warning.message) for warning in caught] == [
+        f"{tmp_path / 'nuls.txt'}: dropped {nuls:,} stray NULs "
+        f"({nuls / (len(book) + nuls):.1%} of its characters); the rest reads as text"
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, share",
+    [("sherlock-holmes", 0.05), ("sherlock-holmes", 0.20), ("pride-and-prejudice", 0.10)],
+)
+def test_real_books_with_nuls_read_as_without_them(name, share, tmp_path):
+    path = _real_book(name)
+    (tmp_path / "nuls.txt").write_bytes(_sprinkle_nuls(path.read_bytes(), share))
+    shown = re.escape(f"({share:.1%} of its characters)")
+    with pytest.warns(BookgenWarning, match=f"nuls.txt: dropped [0-9,]+ stray NULs {shown}"):
+        damaged = read_document(tmp_path / "nuls.txt")
+    clean = read_document(path)
+    assert (damaged.text, damaged.encoding) == (clean.text, clean.encoding)
+
+
+# Each must clean to EXPECTED, in the given encoding.
+JUNK = {
+    "utf-8, 10% NULs": (_sprinkle_nuls(EXPECTED.encode("utf-8"), 0.10), "utf-8"),
+    "utf-8, 40% NULs": (_sprinkle_nuls(EXPECTED.encode("utf-8"), 0.40), "utf-8"),
+    "windows-1252 CRLF, 20% NULs, form feeds": (
+        _sprinkle_nuls(_dirty(CP1252_BODY), 0.20),
+        "windows-1252",
+    ),
+    # Without a BOM, UTF-16 is told by its NULs: the high byte of most Latin characters.
+    "utf-16-le without BOM": (EXPECTED.encode("utf-16-le"), "utf-16-le"),
+    "utf-16-be without BOM, CRLF": (_lines("\r\n").encode("utf-16-be"), "utf-16-be"),
+    "utf-16-le without BOM, NUL characters": (
+        EXPECTED.replace(" ", " \x00").encode("utf-16-le"),
+        "utf-16-le",
+    ),
+    "utf-8, ANSI escapes and a few odd controls": (
+        EXPECTED.replace("Bennet", "Ben\x1b\x08net").replace(".", ".\x7f").encode("utf-8"),
+        "utf-8",
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore:.*stray NUL:bookgen.errors.BookgenWarning")
+@pytest.mark.parametrize("variant", JUNK)
+def test_texts_with_junk_are_accepted(variant, tmp_path):
+    data, encoding = JUNK[variant]
+    (tmp_path / "book.txt").write_bytes(data)
+    document = read_document(tmp_path / "book.txt")
+    assert (document.text, document.encoding) == (EXPECTED, encoding)
+
+
+def _png() -> bytes:
+    """A 48x48 RGB PNG of noise, as a photograph's detail compresses: barely at all."""
+    rng = random.Random(1)
+    rows = b"".join(b"\x00" + rng.randbytes(48 * 3) for _ in range(48))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", 48, 48, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _pdf() -> bytes:
+    """A one-page PDF: ASCII dictionaries, a compressed text stream and a compressed image."""
+    page = zlib.compress(b"BT /F1 12 Tf 72 712 Td (It is a truth universally) Tj ET\n" * 40)
+    image = zlib.compress(random.Random(2).randbytes(48 * 48 * 3))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /XObject << /Im1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream" % (len(page), page),
+        b"<< /Type /XObject /Subtype /Image /Width 48 /Height 48 /ColorSpace /DeviceRGB "
+        b"/BitsPerComponent 8 /Length %d /Filter /FlateDecode >>\nstream\n%s\nendstream"
+        % (len(image), image),
+    ]
+    pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n"
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(pdf))
+        pdf += b"%d 0 obj\n%s\nendobj\n" % (number, body)
+    xref = b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    return (
+        pdf
+        + b"xref\n0 %d\n0000000000 65535 f \n%strailer\n<< /Size %d /Root 1 0 R >>\n"
+        % (len(objects) + 1, xref, len(objects) + 1)
+        + b"startxref\n%d\n%%%%EOF\n" % len(pdf)
+    )
+
+
+def _zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("book.txt", EXPECTED * 200)
+        archive.writestr("cover.png", _png())
+    return buffer.getvalue()
+
+
+def _safetensors(dtype: str) -> bytes:
+    # A JSON header (text, with long ASCII stretches) followed by the raw numbers.
+    import torch
+    from safetensors.torch import save
+
+    generator = torch.Generator().manual_seed(3)
+    tensors = {
+        "embedding": torch.randn(96, 32, generator=generator),
+        "bias": torch.randn(32, generator=generator),
+    }
+    return save({key: value.to(getattr(torch, dtype)) for key, value in tensors.items()})
+
+
+def _sqlite(tmp_path: Path) -> bytes:
+    # Pages of mostly zeros around rows of text: NULs outnumber everything else.
+    path = tmp_path / "books.db"
+    with sqlite3.connect(path) as database:
+        database.execute("CREATE TABLE lines (line TEXT)")
+        database.executemany(
+            "INSERT INTO lines VALUES (?)", [(line,) for line in EXPECTED.split("\n")]
+        )
+    database.close()
+    return path.read_bytes()
+
+
+BINARIES = {
+    "zip": lambda tmp_path: _zip(),
+    "png": lambda tmp_path: _png(),
+    "pdf": lambda tmp_path: _pdf(),
+    "elf /bin/ls": lambda tmp_path: Path("/bin/ls").read_bytes(),
+    # Some Pythons are a 20 MB static binary: its first MiB is plenty.
+    "elf python": lambda tmp_path: Path(sys.executable).resolve().read_bytes()[: 1 << 20],
+    "safetensors float32": lambda tmp_path: _safetensors("float32"),
+    "safetensors float16": lambda tmp_path: _safetensors("float16"),
+    "safetensors float64": lambda tmp_path: _safetensors("float64"),
+    "gzip": lambda tmp_path: gzip.compress((EXPECTED * 200).encode("utf-8"), mtime=0),
+    "random bytes": lambda tmp_path: random.Random(4).randbytes(20_000),
+    "sqlite": _sqlite,
+    # Small 16-bit numbers put NULs where UTF-16 text has them, and decode to controls.
+    "16-bit integers": lambda tmp_path: struct.pack(
+        "<4000H", *random.Random(5).choices(range(32), k=4000)
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", BINARIES)
+def test_real_binaries_are_refused(kind, tmp_path):
+    (tmp_path / "blob.txt").write_bytes(BINARIES[kind](tmp_path))
+    with pytest.raises(BookgenError, match="blob.txt: looks like a binary file, not text"):
+        read_document(tmp_path / "blob.txt")
+
+
+def test_cli_shows_the_nul_warning_on_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from bookgen.cli import app
+
+    (tmp_path / "a-book-with-a-long-name-rescued-from-an-old-disk.txt").write_bytes(
+        _sprinkle_nuls((EXPECTED * 4).encode("utf-8"), 0.05)
+    )
+    result = CliRunner().invoke(app, ["corpus", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(warning) == 1 and warning[0].startswith("warning: ")
+    assert "a-book-with-a-long-name-rescued-from-an-old-disk.txt: dropped " in warning[0]
+    assert warning[0].endswith(" of its characters); the rest reads as text")
 
 
 def test_broken_bom_file_is_refused():
