@@ -1,31 +1,41 @@
 """Books known by name: `bookgen train shakespeare` resolves "shakespeare" to a local text file.
 
-A name is looked up, in order, in the repository's `corpora/` folder (`<name>.txt`), in the
-folders on `BOOKGEN_CORPUS_PATH`, and finally downloaded once from the URL in
-`corpora/catalog.json` into `corpora/<name>.txt`. Downloads are checked against the catalog's
-SHA-256 and written atomically, so a failed or interrupted download never leaves a half-written
-book behind to be trained on later.
+The catalog of names (title, author, URL, SHA-256, usual file name) is `bookgen/catalog.json`,
+installed with the package and read through `importlib.resources`. A name is looked up, in order:
+
+1. `<name>.txt` in the download folder: `$BOOKGEN_DOWNLOAD_DIR` when set, otherwise the user's
+   data folder, `platformdirs.user_data_path("bookgen", appauthor=False) / "corpora"`
+   (`~/.local/share/bookgen/corpora` on Linux). Never inside the package: it may be read-only.
+2. `<name>.txt` or the catalog's file name in the folders on `$BOOKGEN_CORPUS_PATH` (separated
+   like `PATH`), sub-folders too; a book found there is used in place, and need not be in the
+   catalog.
+3. A download, once, from the catalog's URL into the download folder, by pooch: checked against
+   the catalog's SHA-256 and moved into place only when whole and correct, so a failed,
+   interrupted or altered download never leaves a half-written book to be trained on later.
 """
 
 from __future__ import annotations
 
-import hashlib
-import http.client
+import contextlib
 import json
+import logging
 import os
 import re
-import tempfile
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
+
+import platformdirs
+import pooch
+import requests
 
 from bookgen.errors import BookgenError
 
-CATALOG_PATH = Path(__file__).resolve().parent.parent / "corpora" / "catalog.json"
+CATALOG_RESOURCE = "catalog.json"  # package data of `bookgen`
 CORPUS_PATH_VARIABLE = "BOOKGEN_CORPUS_PATH"
+DOWNLOAD_DIR_VARIABLE = "BOOKGEN_DOWNLOAD_DIR"
 
 # Called with (bytes so far, total bytes or None when the server does not say).
 Progress = Callable[[int, int | None], None]
@@ -48,27 +58,30 @@ class CatalogEntry:
     filename: str
 
 
-def default_corpora_dir() -> Path:
-    """The repository's `corpora/` folder, where downloaded books are kept."""
-    return CATALOG_PATH.parent
+def download_dir() -> Path:
+    """Where downloaded books are kept: `$BOOKGEN_DOWNLOAD_DIR`, else the user's data folder."""
+    value = os.environ.get(DOWNLOAD_DIR_VARIABLE)
+    if value:
+        return Path(value).expanduser()
+    return platformdirs.user_data_path("bookgen", appauthor=False) / "corpora"
 
 
 def load_catalog(path: Path | None = None) -> dict[str, CatalogEntry]:
-    """Read the catalog, keyed by name, in file order."""
-    path = CATALOG_PATH if path is None else Path(path)
+    """Read the catalog (by default the one installed with bookgen), keyed by name, in order."""
+    source = resources.files("bookgen") / CATALOG_RESOURCE if path is None else Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(source.read_text(encoding="utf-8"))
     except OSError as error:
-        raise BookgenError(f"cannot read the book catalog {path}: {error.strerror}") from error
+        raise BookgenError(f"cannot read the book catalog {source}: {error.strerror}") from error
     except ValueError as error:
-        raise BookgenError(f"the book catalog {path} is not valid JSON: {error}") from error
+        raise BookgenError(f"the book catalog {source} is not valid JSON: {error}") from error
     if not isinstance(raw, list):
-        raise BookgenError(f"the book catalog {path} must be a JSON list of books")
+        raise BookgenError(f"the book catalog {source} must be a JSON list of books")
     catalog: dict[str, CatalogEntry] = {}
     for index, item in enumerate(raw):
-        entry = _parse_entry(item, f"{path}, entry {index}")
+        entry = _parse_entry(item, f"{source}, entry {index}")
         if entry.name in catalog:
-            raise BookgenError(f"{path}: the name {entry.name!r} appears twice")
+            raise BookgenError(f"{source}: the name {entry.name!r} appears twice")
         catalog[entry.name] = entry
     return catalog
 
@@ -104,19 +117,23 @@ def resolve_name(
     name: str,
     *,
     catalog: dict[str, CatalogEntry] | None = None,
-    corpora_dir: Path | None = None,
+    downloads: Path | None = None,
     search_path: Sequence[Path] | None = None,
     download: bool = True,
     progress: Progress | None = None,
 ) -> Path:
-    """The local text file for book `name`, downloading it into `corpora_dir` if need be."""
+    """The local text file for book `name`, downloading it into `downloads` if need be.
+
+    `downloads` defaults to `download_dir()`, `search_path` to the folders on
+    `$BOOKGEN_CORPUS_PATH`.
+    """
     if not _NAME.fullmatch(name):
-        # Also keeps a name from steering the download outside corpora_dir ("../x").
+        # Also keeps a name from steering the download outside the download folder ("../x").
         raise BookgenError(f"{name!r} is not a book name (lowercase a-z, 0-9, - or _)")
     catalog = load_catalog() if catalog is None else catalog
-    corpora_dir = default_corpora_dir() if corpora_dir is None else Path(corpora_dir)
+    downloads = download_dir() if downloads is None else Path(downloads)
     entry = catalog.get(name)
-    local = corpora_dir / f"{name}.txt"
+    local = downloads / f"{name}.txt"
     if local.is_file():
         return local
     found = _search(name, entry, _corpus_path() if search_path is None else search_path)
@@ -170,18 +187,32 @@ def download(
     progress: Progress | None = None,
     timeout: float = 30.0,
 ) -> Path:
-    """Fetch `entry` to `dest`, checking its SHA-256; `dest` appears whole or not at all."""
+    """Fetch `entry` to `dest`, checking its SHA-256; `dest` appears whole or not at all.
+
+    A `dest` that already has the right SHA-256 is kept as it is, without a download.
+    """
     dest = Path(dest)
-    temp = _open_temp(dest)
+    fetcher = _Fetcher(progress, timeout)
     try:
-        with temp:
-            digest = _stream(entry, temp, dest, progress, timeout)
-            _check_digest(entry, digest, dest)
-            _commit(temp, dest)
-    except BaseException:
-        # Also on Ctrl-C: never leave a stray partial download next to the books.
-        Path(temp.name).unlink(missing_ok=True)
-        raise
+        with _quiet_pooch():
+            # Pooch downloads into a temporary file in dest's folder, checks the hash, then
+            # renames it to dest; on any failure, Ctrl-C included, it deletes the temporary file.
+            pooch.retrieve(
+                entry.url,
+                known_hash=f"sha256:{entry.sha256}",
+                fname=dest.name,
+                path=dest.parent,
+                downloader=fetcher,
+            )
+    except requests.RequestException as error:  # before OSError: it is one
+        raise BookgenError(_download_failed(entry, dest, _reason(error, timeout))) from error
+    except ValueError as error:
+        if fetcher.sha256 is None:  # raised before the download finished: not the checksum
+            raise BookgenError(_download_failed(entry, dest, str(error))) from error
+        raise BookgenError(_mismatch_message(entry, fetcher.sha256, dest)) from error
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise BookgenError(f"cannot write a book into {dest.parent} ({reason})") from error
     return dest
 
 
@@ -189,70 +220,88 @@ def download(
 _download = download
 
 
-def _open_temp(dest: Path) -> IO[bytes]:
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # In dest's folder so that os.replace is a rename within one file system (atomic).
-        return tempfile.NamedTemporaryFile(
-            dir=dest.parent, prefix=f".{dest.name}.", suffix=".part", delete=False
+class _Fetcher:
+    """Pooch's HTTP downloader, plus what pooch leaves out.
+
+    Called by pooch with the temporary file, before pooch checks the hash and renames the file
+    into place. Keeps the digest of what arrived, for the error message; gives the file the usual
+    permissions (temporary files are private); and flushes it to disk, so that the rename can
+    never expose a short book after a power cut.
+    """
+
+    def __init__(self, progress: Progress | None, timeout: float) -> None:
+        self.http = pooch.HTTPDownloader(
+            progressbar=False if progress is None else _ProgressHook(progress),
+            chunk_size=_CHUNK_BYTES,
+            timeout=timeout,
+            headers={"User-Agent": _USER_AGENT},
         )
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise BookgenError(f"cannot write a book into {dest.parent} ({reason})") from error
+        self.sha256: str | None = None
+
+    def __call__(self, url: str, output_file: str, pooch_instance: Any) -> None:
+        self.http(url, output_file, pooch_instance)
+        self.sha256 = pooch.file_hash(output_file)
+        os.chmod(output_file, 0o644)
+        with open(output_file, "r+b") as written:
+            os.fsync(written.fileno())
 
 
-def _commit(temp: IO[bytes], dest: Path) -> None:
-    """Rename the finished download to `dest`, after it is on disk, so `dest` is never short."""
+class _ProgressHook:
+    """Pooch's progress-bar interface (`total`, `update`, `reset`, `close`) calling a `Progress`.
+
+    Pooch sets `total` (0 when the server sends no length), calls `update(chunk size)` once per
+    chunk, then `reset()`, `update(total)` and `close()` at the end. It counts whole chunks (the
+    last one may be short; a compressed transfer may count more than the total), so the count is
+    capped at the total and only rises are reported: the callback sees a growing count that ends
+    at (total, total). Without a length the count is right to within one chunk.
+    """
+
+    def __init__(self, callback: Progress) -> None:
+        self.callback = callback
+        self.total = 0
+        self.count = 0
+        self.reported = 0
+
+    def update(self, size: int) -> None:
+        self.count += size
+        done = min(self.count, self.total) if self.total else self.count
+        if done > self.reported:
+            self.reported = done
+            self.callback(done, self.total or None)
+
+    def reset(self) -> None:
+        self.count = 0
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    """Keep pooch's "Downloading data from ..." lines off stderr; the CLI shows its own progress."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     try:
-        temp.flush()
-        os.fsync(temp.fileno())
-        temp.close()
-        # NamedTemporaryFile makes files private (0600); a public-domain book need not be.
-        os.chmod(temp.name, 0o644)
-        os.replace(temp.name, dest)
-    except OSError as error:
-        reason = error.strerror or str(error)
-        raise BookgenError(f"cannot save the download as {dest} ({reason})") from error
+        yield
+    finally:
+        logger.setLevel(level)
 
 
-def _stream(
-    entry: CatalogEntry, out: IO[bytes], dest: Path, progress: Progress | None, timeout: float
-) -> str:
-    """Copy the response body into `out`; returns its SHA-256 hex digest."""
-    digest = hashlib.sha256()
-    done = 0
-    request = urllib.request.Request(entry.url, headers={"User-Agent": _USER_AGENT})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            total = _content_length(response)
-            while chunk := response.read(_CHUNK_BYTES):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-    except (OSError, ValueError, http.client.HTTPException) as error:
-        raise BookgenError(_download_failed(entry, dest, _reason(error, timeout))) from error
-    # http.client returns a short body without complaint when the connection drops early.
-    if total is not None and done < total:
-        reason = f"connection closed after {done} of {total} bytes"
-        raise BookgenError(_download_failed(entry, dest, reason))
-    return digest.hexdigest()
-
-
-def _content_length(response: http.client.HTTPResponse) -> int | None:
-    value = response.headers.get("Content-Length")
-    return int(value) if value is not None and value.isdigit() else None
-
-
-def _reason(error: BaseException, timeout: float) -> str:
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, TimeoutError):
+def _reason(error: requests.RequestException, timeout: float) -> str:
+    """A short reason from requests' nested exceptions (requests wraps urllib3 wraps socket)."""
+    if isinstance(error, requests.HTTPError) and error.response is not None:
+        return f"HTTP {error.response.status_code} {error.response.reason}"
+    root: BaseException = error
+    while (cause := root.__cause__ or root.__context__) is not None:
+        root = cause
+    if isinstance(root, TimeoutError):
         return f"no answer within {timeout:g} s"
-    if isinstance(error, urllib.error.URLError):
-        return str(error.reason)
-    return str(error) or type(error).__name__
+    if isinstance(error, requests.exceptions.ChunkedEncodingError):
+        return f"the connection broke off mid-download: {root}"
+    if isinstance(root, OSError) and root.strerror:
+        return root.strerror
+    return str(root) or type(root).__name__
 
 
 def _download_failed(entry: CatalogEntry, dest: Path, reason: str) -> str:
@@ -263,11 +312,10 @@ def _download_failed(entry: CatalogEntry, dest: Path, reason: str) -> str:
     )
 
 
-def _check_digest(entry: CatalogEntry, actual: str, dest: Path) -> None:
-    if actual != entry.sha256:
-        raise BookgenError(
-            f"the download of {entry.name} from {entry.url} has sha256 {actual}, "
-            f"expected {entry.sha256} (the file may have changed upstream); "
-            f"download a trusted copy yourself and save it as {dest}, "
-            f"or set {CORPUS_PATH_VARIABLE} to a folder that has {entry.filename}"
-        )
+def _mismatch_message(entry: CatalogEntry, actual: str, dest: Path) -> str:
+    return (
+        f"the download of {entry.name} from {entry.url} has sha256 {actual}, "
+        f"expected {entry.sha256} (the file may have changed upstream); "
+        f"download a trusted copy yourself and save it as {dest}, "
+        f"or set {CORPUS_PATH_VARIABLE} to a folder that has {entry.filename}"
+    )
