@@ -17,6 +17,9 @@ from bookgen.errors import BookgenError
 
 # LSTM state is (h, c), each (layers, batch, hidden); GRU state is h alone, as a 1-tuple.
 State = tuple[torch.Tensor, ...]
+# A stretch of steps [begin, end) run in one call, and the (1, B, 1) mask that zeroes the state of
+# the rows that reset at `begin` (None where no row does).
+Span = tuple[int, int, torch.Tensor | None]
 
 
 @dataclass(frozen=True)
@@ -69,17 +72,21 @@ class LockedDropout(nn.Module):
 
 
 class RecurrentLM(nn.Module):
+    """Embedding -> `layers` single-layer LSTMs/GRUs -> linear output, with locked dropout.
+
+    Each layer is its own fused nn.LSTM/nn.GRU (one cuDNN/oneDNN call per layer) rather than one
+    multi-layer module, because the multi-layer module's `dropout=` draws a new mask at every
+    time step; here one LockedDropout mask per sequence sits on every layer's input and on the
+    last layer's output. Parameters: `layers.{i}.weight_ih_l0`, `layers.{i}.weight_hh_l0`, ...
+    """
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         rnn_class = nn.LSTM if config.cell == "lstm" else nn.GRU
         self.embedding = nn.Embedding(config.vocab_size, config.embed_size)
-        self.rnn = rnn_class(
-            config.embed_size,
-            config.hidden_size,
-            num_layers=config.layers,
-            dropout=config.dropout if config.layers > 1 else 0.0,
-        )
+        sizes = [config.embed_size] + [config.hidden_size] * (config.layers - 1)
+        self.layers = nn.ModuleList(rnn_class(size, config.hidden_size) for size in sizes)
         self.drop = LockedDropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, config.vocab_size)
         if config.tied:
@@ -103,24 +110,48 @@ class RecurrentLM(nn.Module):
         `resets` (T, B) bool, optional: zero row b's state just before it reads tokens[t] (a row
         crossing into a new book). The sequence is split at such steps, which are rare.
         """
-        x = self.drop(self.embedding(tokens))  # (T, B, E)
-        cuts = [] if resets is None else torch.nonzero(resets.any(dim=1)).flatten().tolist()
-        outputs = []
-        bounds = sorted(set([0, *cuts, tokens.size(0)]))
-        for begin, end in pairwise(bounds):
-            if resets is not None and begin in cuts:
-                keep = (~resets[begin]).to(state[0].dtype).view(1, -1, 1)
-                state = tuple(s * keep for s in state)
-            out, state = self._run(x[begin:end], state)
-            outputs.append(out)
-        hidden = self.drop(torch.cat(outputs) if len(outputs) > 1 else outputs[0])
-        return self.output(hidden), state
+        spans = self._spans(tokens.size(0), resets, state[0].dtype)
+        x = self.embedding(tokens)  # (T, B, E)
+        finals = []  # per layer: its state after the last token, each tensor (1, B, H)
+        for index, layer in enumerate(self.layers):
+            # Layers loop outermost so that each layer's input gets one dropout mask for the
+            # whole sequence, across reset cuts too.
+            layer_state = tuple(s[index : index + 1] for s in state)
+            x, layer_state = self._run_layer(layer, self.drop(x), layer_state, spans)
+            finals.append(layer_state)
+        # Back to one tensor per kind, each (layers, B, H).
+        state = tuple(torch.cat(parts) for parts in zip(*finals, strict=True))
+        return self.output(self.drop(x)), state
 
-    def _run(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    @staticmethod
+    def _spans(length: int, resets: torch.Tensor | None, dtype: torch.dtype) -> list[Span]:
+        """Split [0, length) at the steps where some row resets; see `Span`."""
+        if resets is None:
+            return [(0, length, None)]
+        cuts = torch.nonzero(resets.any(dim=1)).flatten().tolist()
+        bounds = sorted(set([0, *cuts, length]))
+        return [
+            (begin, end, (~resets[begin]).to(dtype).view(1, -1, 1) if begin in cuts else None)
+            for begin, end in pairwise(bounds)
+        ]
+
+    def _run_layer(
+        self, layer: nn.Module, x: torch.Tensor, state: State, spans: list[Span]
+    ) -> tuple[torch.Tensor, State]:
+        """One layer over x (T, B, C), span by span, zeroing reset rows' state between spans."""
+        outputs = []
+        for begin, end, keep in spans:
+            if keep is not None:
+                state = tuple(s * keep for s in state)
+            out, state = self._step(layer, x[begin:end], state)
+            outputs.append(out)
+        return (torch.cat(outputs) if len(outputs) > 1 else outputs[0]), state
+
+    def _step(self, layer: nn.Module, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if self.config.cell == "lstm":
-            out, (h, c) = self.rnn(x, state)
+            out, (h, c) = layer(x, state)
             return out, (h, c)
-        out, h = self.rnn(x, state[0])
+        out, h = layer(x, state[0])
         return out, (h,)
 
     def parameter_count(self) -> int:
