@@ -74,7 +74,7 @@ def train(
 
 def _resumed_options(out: Path, options: dict) -> tuple[dict, dict]:
     """The saved run's settings, with the changes a resumed run may make."""
-    if not (out / ckpt.MANIFEST).exists():
+    if not ckpt.has_checkpoint(out):
         raise BookgenError(f"--resume: {out} holds no saved run to continue")
     manifest = ckpt.read_manifest(out)
     saved_model = {k: v for k, v in manifest["model_config"].items() if k in MODEL_FIELDS}

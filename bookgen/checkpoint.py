@@ -2,11 +2,12 @@
 
 A checkpoint is a folder:
 
-    checkpoint.json             manifest: format version, configs, level, which files hold what
+    checkpoint.json             manifest: format version, configs, level, precision, progress,
+                                which files hold what
     tokenizer.json              the vocabulary (for word models a HuggingFace `tokenizers` file)
     model-000120.safetensors    latest weights
-    best-000100.safetensors     weights with the best validation loss so far
-    train-000120.safetensors    optimizer moments, carried hidden state, RNG state (for resuming)
+    model-000100.safetensors    the weights with the best validation loss, when not the latest
+    train-000120.safetensors    optimizer moments, carried recurrent state, RNG state (for resuming)
     metrics.jsonl               one JSON object per evaluation
 
 Tensors are stored with safetensors and everything else as JSON, so loading never unpickles and
@@ -20,11 +21,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -32,73 +30,15 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from bookgen.errors import BookgenError
+from bookgen.files import atomic_write
 from bookgen.model import ModelConfig, RecurrentLM
 from bookgen.tokenizer import Tokenizer, tokenizer_from_json
 
 FORMAT = "bookgen-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `progress` (was `training_state`) and the measured `precision`
 MANIFEST = "checkpoint.json"
 TOKENIZER = "tokenizer.json"
 METRICS = "metrics.jsonl"
-
-
-# --- atomic file I/O -------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that `path` is either the old file or the whole new one."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise BookgenError(f"cannot write to {path.parent}: {err.strerror or err}") from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            _chmod_like_open(f.fileno())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise BookgenError(f"cannot write {path}: {err.strerror or err}") from err
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # e.g. a second Ctrl-C: leave no temporary file
-        raise
-    _fsync_dir(path.parent)
-
-
-def _read_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-_UMASK = _read_umask()  # read once: os.umask can only be read by setting it
-
-
-def _chmod_like_open(fd: int) -> None:
-    # mkstemp makes files only the owner can read (0600); give the permissions a plain open()
-    # would, so a checkpoint can be shared like any other file.
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)
-    except (AttributeError, OSError):  # no fchmod on Windows
-        pass
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable on power loss (POSIX); not possible on every platform.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def append_metrics(folder: Path, record: dict) -> None:
@@ -131,8 +71,8 @@ def read_metrics(folder: Path) -> list[dict]:
 
 
 @dataclass
-class TrainingState:
-    """Where a run stands, beyond its weights: enough to continue it exactly."""
+class TrainingProgress:
+    """Where a run stands, beyond its weights and carried state: enough to continue it exactly."""
 
     step: int = 0
     epoch: int = 0
@@ -144,7 +84,6 @@ class TrainingState:
     loss_sum: float = 0.0  # training losses since the last evaluation (for its train_loss)
     loss_count: int = 0
     last_eval_step: int = -1  # the step of the last evaluation, -1 before the first
-    python_rng: Any = None  # random.getstate(), as JSON-able lists
 
 
 @dataclass
@@ -165,6 +104,11 @@ class Checkpoint:
     def train_config(self) -> dict:
         return self.manifest.get("train_config", {})
 
+    @property
+    def precision(self) -> str:
+        """The precision the run trained and validated in ("fp32" before format 2)."""
+        return self.manifest.get("precision", {}).get("precision", "fp32")
+
 
 def save_checkpoint(
     folder: Path,
@@ -173,25 +117,26 @@ def save_checkpoint(
     tokenizer: Tokenizer,
     train_config: dict,
     corpus: dict,
-    state: TrainingState,
+    progress: TrainingProgress,
+    precision: dict,
     optimizer: torch.optim.Optimizer | None = None,
-    hidden: tuple[torch.Tensor, ...] | None = None,
+    state: tuple[torch.Tensor, ...] | None = None,
     is_best: bool = False,
 ) -> Path:
     """Write the latest state of a run (and, if `is_best`, its best weights) into `folder`."""
     folder = Path(folder)
     old = read_manifest(folder) if (folder / MANIFEST).exists() else None
-    step = state.step
+    step = progress.step
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = _untie(weights, model)
     model_file = f"model-{step:07d}.safetensors"
     atomic_write(folder / model_file, st_save(weights))
     # Before the first evaluation there is no best yet: the latest weights stand in for it.
-    best_file = old["files"]["best_model"] if old and state.best_val_loss is not None else None
+    best_file = old["files"]["best_model"] if old and progress.best_val_loss is not None else None
     if is_best or best_file is None:
         best_file = model_file
     train_file = f"train-{step:07d}.safetensors"
-    atomic_write(folder / train_file, st_save(_train_tensors(optimizer, hidden)))
+    atomic_write(folder / train_file, st_save(_train_tensors(optimizer, state)))
     if old is None or not (folder / TOKENIZER).exists():
         atomic_write(folder / TOKENIZER, tokenizer.to_json().encode("utf-8"))
     manifest = {
@@ -201,7 +146,8 @@ def save_checkpoint(
         "model_config": model.config.to_dict(),
         "train_config": train_config,
         "corpus": corpus,
-        "training_state": _state_to_json(state),
+        "precision": precision,
+        "progress": _progress_to_json(progress),
         "optimizer_groups": _optimizer_groups(optimizer),
         "files": {
             "tokenizer": TOKENIZER,
@@ -222,12 +168,12 @@ def _untie(weights: dict[str, torch.Tensor], model: RecurrentLM) -> dict[str, to
     return weights
 
 
-def _train_tensors(optimizer, hidden) -> dict[str, torch.Tensor]:
+def _train_tensors(optimizer, state) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    for i, s in enumerate(hidden or ()):
-        tensors[f"hidden.{i}"] = s.detach().cpu().contiguous()
+    for i, s in enumerate(state or ()):
+        tensors[f"state.{i}"] = s.detach().cpu().contiguous()
     if optimizer is not None:
         for index, values in optimizer.state_dict()["state"].items():
             for name, value in values.items():
@@ -241,12 +187,8 @@ def _optimizer_groups(optimizer) -> list[dict] | None:
     return optimizer.state_dict()["param_groups"]
 
 
-def _state_to_json(state: TrainingState) -> dict:
-    data = dict(state.__dict__)
-    if data["python_rng"] is not None:
-        version, internal, gauss = data["python_rng"]
-        data["python_rng"] = [version, list(internal), gauss]
-    return data
+def _progress_to_json(progress: TrainingProgress) -> dict:
+    return dict(progress.__dict__)
 
 
 def _remove_unreferenced(folder: Path, keep) -> None:
@@ -256,6 +198,43 @@ def _remove_unreferenced(folder: Path, keep) -> None:
             path.unlink(missing_ok=True)
     for path in folder.glob(".*.tmp"):  # left by a process killed mid-write
         path.unlink(missing_ok=True)
+
+
+# --- the run folder --------------------------------------------------------------------------
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether `folder` holds a saved run (its manifest)."""
+    return (Path(folder) / MANIFEST).exists()
+
+
+def check_out(out: Path, force: bool) -> None:
+    """Refuse to start a new run over a saved one unless `force`; nothing is removed here."""
+    if has_checkpoint(out) and not force:
+        raise BookgenError(
+            f"{out} already holds a trained model; continue it with --resume, "
+            "replace it with --force, or choose another --out"
+        )
+    if out.exists() and not out.is_dir():
+        raise BookgenError(f"{out} exists and is not a folder")
+
+
+def prepare_out(out: Path) -> None:
+    """Make `out` ready for a new run: only called once the run's settings have been checked.
+
+    Files of an earlier run (replaced with --force, or left without a manifest by a run killed
+    before its first save) are removed, so none of them is ever mistaken for this run's.
+    """
+    if out.is_dir():
+        for name in (MANIFEST, TOKENIZER, METRICS):
+            (out / name).unlink(missing_ok=True)
+        for pattern in ("model-*.safetensors", "train-*.safetensors"):
+            for path in out.glob(pattern):
+                path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BookgenError(f"cannot create {out}: {err.strerror or err}") from err
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -279,6 +258,12 @@ def read_manifest(folder: Path) -> dict:
             f"{folder}: checkpoint format version {version} was written by a newer bookgen "
             f"(this one reads up to {FORMAT_VERSION}); upgrade bookgen to load it"
         )
+    if version < FORMAT_VERSION:
+        # Format 1 named its layers differently and did not record the measured precision.
+        raise BookgenError(
+            f"{folder}: checkpoint format version {version} was written by an older bookgen "
+            f"(this one reads {FORMAT_VERSION}); train the model again"
+        )
     _check_manifest_fields(path, manifest)
     return manifest
 
@@ -288,7 +273,8 @@ _MANIFEST_FIELDS = {
     "model_config": dict,
     "train_config": dict,
     "corpus": dict,
-    "training_state": dict,
+    "progress": dict,
+    "precision": dict,
     "files": dict,
 }
 _MANIFEST_FILES = ("tokenizer", "model", "best_model", "train_state")
@@ -336,7 +322,7 @@ def restore_training(
     model: RecurrentLM,
     optimizer: torch.optim.Optimizer,
     device: torch.device,
-) -> tuple[TrainingState, tuple[torch.Tensor, ...] | None]:
+) -> tuple[TrainingProgress, tuple[torch.Tensor, ...] | None]:
     """Load the latest weights, optimizer, RNG and carried state into a fresh run."""
     files = manifest["files"]
     _load_weights(folder, model, read_tensors(folder, files["model"]))
@@ -353,19 +339,16 @@ def restore_training(
         raise BookgenError(
             f"{folder}: the optimizer state does not fit this model ({err})"
         ) from err
-    hidden_keys = sorted(k for k in tensors if k.startswith("hidden."))
-    hidden = tuple(tensors[k].to(device) for k in hidden_keys) or None
+    state_keys = sorted(k for k in tensors if k.startswith("state."))
+    state = tuple(tensors[k].to(device) for k in state_keys) or None
     try:
-        state = TrainingState(**manifest["training_state"])
+        progress = TrainingProgress(**manifest["progress"])
     except TypeError as err:
-        raise BookgenError(f"{folder}: damaged training state in the manifest ({err})") from err
-    if state.python_rng is not None:
-        version, internal, gauss = state.python_rng
-        random.setstate((version, tuple(internal), gauss))
+        raise BookgenError(f"{folder}: damaged training progress in the manifest ({err})") from err
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and device.type == "cuda":
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return state, hidden
+    return progress, state
 
 
 def _load_weights(folder: Path, model: RecurrentLM, weights: dict[str, torch.Tensor]) -> None:

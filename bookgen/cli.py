@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 import warnings
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,7 +15,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+from bookgen.api import DEFAULT_MINUTES
 from bookgen.errors import BookgenError
+from bookgen.model import ModelConfig
+from bookgen.sampler import DEFAULTS as SAMPLING
+from bookgen.sampler import SamplingSettings
+from bookgen.trainer import TrainConfig
 
 app = typer.Typer(
     help=(
@@ -60,10 +66,24 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err.print(Text.assemble(("warning:", "yellow"), f" {message}"), soft_wrap=True)
 
 
+def _default(config, name: str) -> str:
+    """'[default: X]' read from a config dataclass: --help never restates a default by hand."""
+    (default,) = [f.default for f in fields(config) if f.name == name]
+    assert default is not MISSING, name
+    return f"\\[default: {default:g}]" if isinstance(default, float) else f"\\[default: {default}]"
+
+
 # The option of every command that reads a trained model (eval, sample, chat).
 CheckpointOption = Annotated[
     Optional[Path], typer.Option(help="Checkpoint folder \\[default: newest under checkpoints/].")
 ]
+
+
+# The sampling options of `sample` and `chat`: help and defaults from SamplingSettings.
+LengthOption = Annotated[int, typer.Option(help=SamplingSettings.help("length"))]
+TemperatureOption = Annotated[float, typer.Option(help=SamplingSettings.help("temperature"))]
+TopKOption = Annotated[int, typer.Option(help=SamplingSettings.help("top_k"))]
+TopPOption = Annotated[float, typer.Option(help=SamplingSettings.help("top_p"))]
 
 
 # --- bookgen corpus --------------------------------------------------------------------------
@@ -87,8 +107,8 @@ def corpus(
     model learns the book and not the licence.
     """
     from bookgen.catalog import resolve_inputs
-    from bookgen.checkpoint import atomic_write
     from bookgen.corpus import read_corpus
+    from bookgen.files import atomic_write
 
     documents = read_corpus(resolve_inputs(paths))
     table = Table(title="bookgen corpus")
@@ -136,7 +156,10 @@ def train(
         typer.Option(
             "--resume",
             help="Continue the run saved in --out exactly where it stopped (weights, optimizer, "
-            "stream position, carried state, random state). Budget flags may change.",
+            "stream position, carried state, random state, precision). Budget flags may change: "
+            "the learning-rate decay follows the share of the budget used, so a larger budget "
+            "stretches the rest of the schedule (the rate steps back up) and a smaller one "
+            "shortens it.",
         ),
     ] = False,
     force: Annotated[
@@ -146,7 +169,7 @@ def train(
         Optional[float],
         typer.Option(
             help="Wall-clock budget; the last evaluation and save fit inside it. "
-            "\\[default: 10 when no budget is given]",
+            f"\\[default: {DEFAULT_MINUTES:g} when no budget is given]",
             rich_help_panel=BUDGET,
         ),
     ] = None,
@@ -160,19 +183,29 @@ def train(
     level: Annotated[
         Optional[str],
         typer.Option(
-            help="Tokens: char (letters) or word. \\[default: char]", rich_help_panel=MODEL
+            help="Tokens: char (letters) or word. " + _default(TrainConfig, "level"),
+            rich_help_panel=MODEL,
         ),
     ] = None,
     cell: Annotated[
         Optional[str],
-        typer.Option(help="Recurrent cell: lstm or gru. \\[default: lstm]", rich_help_panel=MODEL),
+        typer.Option(
+            help="Recurrent cell: lstm or gru. " + _default(ModelConfig, "cell"),
+            rich_help_panel=MODEL,
+        ),
     ] = None,
     layers: Annotated[
-        Optional[int], typer.Option(help="Stacked layers. \\[default: 1]", rich_help_panel=MODEL)
+        Optional[int],
+        typer.Option(
+            help="Stacked layers. " + _default(ModelConfig, "layers"), rich_help_panel=MODEL
+        ),
     ] = None,
     hidden: Annotated[
         Optional[int],
-        typer.Option(help="Hidden state size per layer. \\[default: 512]", rich_help_panel=MODEL),
+        typer.Option(
+            help="Hidden state size per layer. " + _default(ModelConfig, "hidden_size"),
+            rich_help_panel=MODEL,
+        ),
     ] = None,
     embed: Annotated[
         Optional[int],
@@ -185,19 +218,22 @@ def train(
     dropout: Annotated[
         Optional[float],
         typer.Option(
-            help="Dropout, one mask per sequence. \\[default: 0.25]", rich_help_panel=MODEL
+            help="Dropout, one mask per sequence. " + _default(ModelConfig, "dropout"),
+            rich_help_panel=MODEL,
         ),
     ] = None,
     vocab_size: Annotated[
         Optional[int],
         typer.Option(
-            help="Words kept; rarer ones are unknown. \\[default: 20000]", rich_help_panel=WORDS
+            help="Words kept; rarer ones are unknown. " + _default(TrainConfig, "vocab_size"),
+            rich_help_panel=WORDS,
         ),
     ] = None,
     min_count: Annotated[
         Optional[int],
         typer.Option(
-            help="Words seen fewer times are unknown. \\[default: 1]", rich_help_panel=WORDS
+            help="Words seen fewer times are unknown. " + _default(TrainConfig, "min_count"),
+            rich_help_panel=WORDS,
         ),
     ] = None,
     lowercase: Annotated[
@@ -215,7 +251,8 @@ def train(
         Optional[int],
         typer.Option(
             help="B: parallel streams. The text is cut into B contiguous pieces, one per batch "
-            "row; each row's state carries on to its next window. \\[default: 32]",
+            "row; each row's state carries on to its next window. "
+            + _default(TrainConfig, "batch_size"),
             rich_help_panel=TRAINING,
         ),
     ] = None,
@@ -223,42 +260,47 @@ def train(
         Optional[int],
         typer.Option(
             help="T: tokens per window. Gradients flow back at most T tokens; the state "
-            "itself carries on across windows. \\[default: 64]",
+            "itself carries on across windows. " + _default(TrainConfig, "bptt"),
             rich_help_panel=TRAINING,
         ),
     ] = None,
     lr: Annotated[
         Optional[float],
         typer.Option(
-            help="Peak learning rate (AdamW, warm-up then cosine decay). \\[default: 5e-3]",
+            help="Peak learning rate (AdamW, warm-up then cosine decay). "
+            + _default(TrainConfig, "learning_rate"),
             rich_help_panel=TRAINING,
         ),
     ] = None,
     eval_every: Annotated[
         Optional[int],
         typer.Option(
-            help="Evaluate on the held-out text and save every N steps. \\[default: 250]",
+            help="Evaluate on the held-out text and save every N steps. "
+            + _default(TrainConfig, "eval_every"),
             rich_help_panel=TRAINING,
         ),
     ] = None,
     checkpoint_every: Annotated[
         Optional[int],
         typer.Option(
-            help="Save the latest state every N steps, so a crash loses little. \\[default: 200]",
+            help="Save the latest state every N steps, so a crash loses little. "
+            + _default(TrainConfig, "checkpoint_every"),
             rich_help_panel=TRAINING,
         ),
     ] = None,
     val_fraction: Annotated[
         Optional[float],
         typer.Option(
-            help="Share of each book held out for validation (its end). \\[default: 0.1]",
+            help="Share of each book held out for validation (its end). "
+            + _default(TrainConfig, "val_fraction"),
             rich_help_panel=TRAINING,
         ),
     ] = None,
     seed: Annotated[
         Optional[int],
         typer.Option(
-            help="Random seed: the same seed and settings give the same run. \\[default: 1337]",
+            help="Random seed: the same seed and settings give the same run. "
+            + _default(TrainConfig, "seed"),
             rich_help_panel=TRAINING,
         ),
     ] = None,
@@ -269,7 +311,9 @@ def train(
     precision: Annotated[
         Optional[str],
         typer.Option(
-            help="auto (bf16 where the hardware is fast at it), bf16 or fp32.",
+            help="auto: time a few training steps in fp32 and in bf16 autocast on this machine "
+            "and keep the faster (cached per machine and model shape; a resumed run keeps its "
+            "precision); or bf16, or fp32. \\[default: auto]",
             rich_help_panel=TRAINING,
         ),
     ] = None,
@@ -360,15 +404,16 @@ class _TrainDisplay:
             err.print(
                 f"training on {', '.join(event.documents)}: {event.train_tokens:,} tokens "
                 f"({event.val_tokens:,} held out), vocabulary {event.vocab_size}, "
-                f"{event.parameters:,} parameters, {event.batch_size} streams, "
-                f"{event.device} {event.precision} -> {event.out}"
+                f"{event.parameters:,} parameters, {event.batch_size} streams -> {event.out}",
+                markup=False,
             )
+            err.print(f"{event.device}, precision {event.precision_note}", markup=False)
             self._start()
             self.task = self.progress.add_task("train", total=1.0, info="")
         elif isinstance(event, t.Stepped):
             loss = f"{event.loss:.3f}" if event.loss is not None else "skipped"
             info = f"step {event.step}  loss {loss}{self.last_val}  {event.tokens_per_s:,.0f} tok/s"
-            self.progress.update(self.task, completed=min(event.progress, 1.0), info=info)
+            self.progress.update(self.task, completed=min(event.budget_used, 1.0), info=info)
         elif isinstance(event, t.Evaluated):
             m = event.metrics
             self.last_val = f"  val {m['val_loss']:.3f} ({m['val_bits_per_char']:.3f} bpc)"
@@ -444,26 +489,10 @@ def sample(
         ),
     ] = "",
     checkpoint: CheckpointOption = None,
-    length: Annotated[
-        int, typer.Option(help="Tokens to write (characters for a character model).")
-    ] = 500,
-    temperature: Annotated[
-        float,
-        typer.Option(
-            help="Randomness: 0 always takes the likeliest token; 1 samples the model as it "
-            "is; above 1 wilder."
-        ),
-    ] = 0.8,
-    top_k: Annotated[
-        int, typer.Option(help="Draw only from the K likeliest tokens (0: no limit).")
-    ] = 0,
-    top_p: Annotated[
-        float,
-        typer.Option(
-            help="Draw only from the likeliest tokens that together make up P of the "
-            "probability (1: no limit)."
-        ),
-    ] = 1.0,
+    length: LengthOption = SAMPLING.length,
+    temperature: TemperatureOption = SAMPLING.temperature,
+    top_k: TopKOption = SAMPLING.top_k,
+    top_p: TopPOption = SAMPLING.top_p,
     random_seed: Annotated[
         Optional[int], typer.Option(help="Fix the draws: the same seed gives the same text.")
     ] = None,
@@ -476,8 +505,7 @@ def sample(
     """
     from bookgen.sampler import load
 
-    if length < 0:
-        raise BookgenError(f"--length must be 0 or more, not {length}")
+    SamplingSettings(length, temperature, top_k, top_p)  # bad settings fail before loading
     writer = load(checkpoint)
     pieces = writer.generate(seed, length, temperature, top_k, top_p, random_seed)
     out = sys.stdout
@@ -496,11 +524,13 @@ def sample(
 @clean_errors
 def chat(
     checkpoint: CheckpointOption = None,
-    length: Annotated[int, typer.Option(help="Tokens the model writes each turn.")] = 300,
-    temperature: Annotated[float, typer.Option(help="Randomness (0 = greedy).")] = 0.8,
-    top_k: Annotated[int, typer.Option(help="Draw only from the K likeliest tokens (0: off).")] = 0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass (1: off).")] = 1.0,
-    random_seed: Annotated[Optional[int], typer.Option(help="Fix the draws.")] = None,
+    length: LengthOption = SAMPLING.length,
+    temperature: TemperatureOption = SAMPLING.temperature,
+    top_k: TopKOption = SAMPLING.top_k,
+    top_p: TopPOption = SAMPLING.top_p,
+    random_seed: Annotated[
+        Optional[int], typer.Option(help="Fix the draws: the same seed gives the same text.")
+    ] = None,
 ) -> None:
     """Write a story together with the model, turn by turn, in the terminal.
 
@@ -514,7 +544,8 @@ def chat(
     """
     from bookgen.interactive import chat_main
 
-    raise typer.Exit(chat_main(checkpoint, random_seed, temperature, top_k, top_p, length))
+    settings = SamplingSettings(length, temperature, top_k, top_p)
+    raise typer.Exit(chat_main(checkpoint, random_seed, settings))
 
 
 def main() -> None:

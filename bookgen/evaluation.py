@@ -2,7 +2,7 @@
 
 Bits per character = total bits over the text / characters. A character model and a word model
 scored on the same text are directly comparable this way, whatever their tokens. Characters in
-pieces a model can only read as unknown are charged 8 bits each (see `trainer.bits_per_char`).
+pieces a model can only read as unknown are charged 8 bits each (see `metrics.bits_per_char`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from pathlib import Path
 
 from bookgen.catalog import resolve_inputs
 from bookgen.checkpoint import latest_checkpoint, load_checkpoint
+from bookgen.context import inference_context, resolve_device
 from bookgen.corpus import read_corpus
 from bookgen.errors import BookgenError
+from bookgen.metrics import bits_per_char, evaluate
 from bookgen.streams import StreamBatcher, TokenStream
-from bookgen.trainer import bits_per_char, evaluate, resolve_device, resolve_precision
 
 EVAL_ROWS = 16  # parallel streams; each starts from a zero state, as validation does
 
@@ -43,9 +44,9 @@ def evaluate_texts(
     )
     bptt = int(loaded.train_config.get("bptt", 64))
     batcher = StreamBatcher(stream, EVAL_ROWS, bptt)
-    # The precision the model was validated in during training, so the numbers agree.
-    precision = resolve_precision(loaded.train_config.get("precision", "auto"), torch_device)
-    nats = evaluate(loaded.model, batcher, torch_device, precision, reset_every)
+    # The precision the model was trained and validated in, so the numbers agree.
+    context = inference_context(torch_device, loaded.precision, loaded.model_config.cell)
+    nats = evaluate(loaded.model, batcher, context, reset_every)
     return {
         "tokens": len(stream),
         "chars": stream.chars,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import textwrap
 import warnings
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -24,45 +25,46 @@ from typing import TextIO
 import torch
 from rich.console import Console
 
-from bookgen.checkpoint import atomic_write
 from bookgen.errors import BookgenError, BookgenWarning
+from bookgen.files import atomic_write
 from bookgen.sampler import Primed, SamplingSettings, TextGenerator, load, make_generator
 
 PROMPT = "> "
 MODEL_STYLE = "cyan"  # the model's text; the user's stays in the terminal's own colour
 
-HELP = """\
+# Command -> (SamplingSettings field, type of its value, what it takes).
+SETTINGS: dict[str, tuple[str, type, str]] = {
+    "/temperature": ("temperature", float, "X"),
+    "/top-k": ("top_k", int, "K"),
+    "/top-p": ("top_p", float, "P"),
+    "/length": ("length", int, "N"),
+}
+
+
+def _settings_help() -> str:
+    # Read from SamplingSettings, like --help: one definition of each setting.
+    rows = []
+    for command, (name, _, value) in SETTINGS.items():
+        text = SamplingSettings.help(name)
+        if name == "length":
+            text = "Per turn: " + text[0].lower() + text[1:] + " 0: only read your text."
+        head = f"  {command + ' ' + value:<15} "
+        rows.append(textwrap.fill(text, 96, initial_indent=head, subsequent_indent=" " * 18))
+    return "\n".join(rows)
+
+
+HELP = f"""\
 Type text and the model continues it; each turn carries on from where the story stands.
 Your text is read exactly as typed and joined straight onto the story: "It was" is continued
 mid-sentence; start with a space to begin a new word, type \\n for a line break, and // for a
 text that starts with /. An empty line lets the model go on.
-  /temperature X  randomness: 0 always takes the likeliest token, 1 samples the model as it is
-  /top-k K        draw only from the K likeliest tokens (0: no limit)
-  /top-p P        draw only from the likeliest tokens making up P of the probability (1: all)
-  /length N       tokens to write per turn (0: only read your text)
+{_settings_help()}
   /retry          write the last continuation again, with new draws
   /undo           take back the last turn, yours and the model's
   /reset          forget the story and start a new one
   /save FILE      write the story so far to FILE
   /quit           end the session (so do Ctrl-D, and Ctrl-C at an empty prompt)
 Ctrl-C while the model writes stops it there; the story keeps what was written."""
-
-
-@dataclass(frozen=True)
-class ChatSettings:
-    temperature: float = 0.8
-    top_k: int = 0
-    top_p: float = 1.0
-    length: int = 300  # tokens per turn (characters for a character model)
-
-    def __post_init__(self) -> None:
-        SamplingSettings(self.temperature, self.top_k, self.top_p)  # validates them
-        if self.length < 0:
-            raise BookgenError(f"length must be 0 or more, not {self.length}")
-
-    @property
-    def sampling(self) -> SamplingSettings:
-        return SamplingSettings(self.temperature, self.top_k, self.top_p)
 
 
 class EndSession(Exception):
@@ -84,11 +86,11 @@ class ChatSession:
     def __init__(
         self,
         writer: TextGenerator,
-        settings: ChatSettings | None = None,
+        settings: SamplingSettings | None = None,
         random_seed: int | None = None,
     ) -> None:
         self.writer = writer
-        self.settings = settings or ChatSettings()
+        self.settings = settings or SamplingSettings()  # `length` is per turn
         self.generator: torch.Generator = make_generator(random_seed)
         self.primed: Primed | None = None  # None: the model has read nothing yet
         self.turns: list[Snapshot] = []
@@ -159,8 +161,7 @@ class ChatSession:
 
     def _continue(self, start: Primed) -> Generator[str, None, None]:
         """Stream the continuation from `self.primed` (equal to `start`), recording it."""
-        settings = self.settings
-        pieces = self.writer.stream(self.primed, settings.length, settings.sampling, self.generator)
+        pieces = self.writer.stream(self.primed, self.settings, self.generator)
         written: list[str] = []
         finished = False
         try:
@@ -207,7 +208,7 @@ class ChatSession:
         raise BookgenError(f"unknown command {name}: /help lists the commands")
 
     def _set(self, name: str, argument: str) -> str:
-        field, kind = SETTINGS[name]
+        field, kind, _ = SETTINGS[name]
         label = name[1:]
         if argument:
             try:
@@ -218,14 +219,6 @@ class ChatSession:
             self.settings = dataclasses.replace(self.settings, **{field: value})
         return f"{label} {getattr(self.settings, field):g}"
 
-
-# Command -> (ChatSettings field, type of its value).
-SETTINGS: dict[str, tuple[str, type]] = {
-    "/temperature": ("temperature", float),
-    "/top-k": ("top_k", int),
-    "/top-p": ("top_p", float),
-    "/length": ("length", int),
-}
 
 Output = Console | TextIO
 
@@ -343,16 +336,12 @@ def _show(screen: _Screen, pieces: Generator[str, None, None]) -> None:
 def chat_main(
     checkpoint: Path | None = None,
     random_seed: int | None = None,
-    temperature: float = 0.8,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    length: int = 300,
+    settings: SamplingSettings | None = None,
 ) -> int:
     """`bookgen chat`: a session in the terminal, or line by line from a pipe. Returns 0.
 
     Raises BookgenError for bad settings or a checkpoint that cannot be loaded.
     """
-    settings = ChatSettings(temperature, top_k, top_p, length)
     writer = load(checkpoint)
     session = ChatSession(writer, settings, random_seed)
     interactive = sys.stdin.isatty()

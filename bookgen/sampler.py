@@ -12,30 +12,57 @@ import copy
 import random
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
+from bookgen.context import RunContext, inference_context, resolve_device
 from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.model import RecurrentLM, State
 from bookgen.tokenizer import UNK_ID, StreamDecoder, Tokenizer
 
 
+def _setting(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
-    temperature: float = 0.8  # 0 = greedy (always the most likely token)
-    top_k: int = 0  # 0 = no limit
-    top_p: float = 1.0  # 1.0 = no nucleus cut
+    """How text is drawn: the one definition that `generate`, `bookgen sample`, `bookgen chat`
+    and chat's /commands all read their defaults and help from."""
+
+    length: int = _setting(500, "Tokens to write (characters for a character model).")
+    temperature: float = _setting(
+        0.8,
+        "Randomness: 0 always takes the likeliest token, 1 samples the model as it is, "
+        "above 1 is wilder.",
+    )
+    top_k: int = _setting(0, "Draw only from the K likeliest tokens (0: no limit).")
+    top_p: float = _setting(
+        1.0,
+        "Draw only from the likeliest tokens that together make up P of the probability "
+        "(1: no limit).",
+    )
 
     def __post_init__(self) -> None:
+        if self.length < 0:
+            raise BookgenError(f"length must be 0 or more, not {self.length}")
         if not 0 <= self.temperature < float("inf"):
             raise BookgenError(f"temperature must be 0 or more and finite, not {self.temperature}")
         if self.top_k < 0:
             raise BookgenError(f"top-k must be 0 (off) or more, not {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise BookgenError(f"top-p must be in (0, 1], not {self.top_p}")
+
+    @staticmethod
+    def help(name: str) -> str:
+        """The help text of one setting, as `--help` and chat's /help show it."""
+        return next(f.metadata["help"] for f in fields(SamplingSettings) if f.name == name)
+
+
+DEFAULTS = SamplingSettings()
 
 
 def choose_token(
@@ -80,16 +107,21 @@ class TextGenerator:
     """A trained model with its tokenizer, ready to write. Returned by `bookgen.load`."""
 
     def __init__(
-        self, model: RecurrentLM, tokenizer: Tokenizer, checkpoint: Checkpoint | None = None
+        self,
+        model: RecurrentLM,
+        tokenizer: Tokenizer,
+        context: RunContext | None = None,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.context = context or RunContext(next(model.parameters()).device)
         self.checkpoint = checkpoint
-        self.device = next(self.model.parameters()).device
+        self.device = self.context.device
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint) -> TextGenerator:
-        return cls(checkpoint.model.eval(), checkpoint.tokenizer, checkpoint)
+    def from_checkpoint(cls, checkpoint: Checkpoint, context: RunContext) -> TextGenerator:
+        return cls(checkpoint.model.eval(), checkpoint.tokenizer, context, checkpoint)
 
     @torch.no_grad()
     def prime(self, text: str, primed: Primed | None = None) -> Primed:
@@ -116,29 +148,27 @@ class TextGenerator:
         for token in ids:
             decoder.push(token)  # the seed is already written; the decoder only learns context
         tokens = torch.tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)
-        logits, state = self.model(tokens, state)
-        return Primed(state, logits[-1, 0], decoder)
+        with self.context.autocast():
+            logits, state = self.model(tokens, state)
+        return Primed(state, logits[-1, 0].float(), decoder)
 
     @torch.no_grad()
     def stream(
-        self,
-        primed: Primed,
-        length: int,
-        settings: SamplingSettings,
-        generator: torch.Generator,
+        self, primed: Primed, settings: SamplingSettings, generator: torch.Generator
     ) -> Iterator[str]:
-        """Yield `length` tokens' text one at a time; `primed` is advanced in place.
+        """Yield `settings.length` tokens' text one at a time; `primed` is advanced in place.
 
         Each token is read into the state *before* its text is yielded, so a caller that stops
         early (Ctrl-C in chat) holds the state after exactly the text it has shown.
         """
         if primed.decoder is None:
             primed.decoder = self.tokenizer.stream_decoder()
-        for _ in range(length):
+        for _ in range(settings.length):
             token = choose_token(primed.logits, settings, generator)
             inputs = torch.tensor([[token]], device=self.device)
-            logits, primed.state = self.model(inputs, primed.state)
-            primed.logits = logits[-1, 0]
+            with self.context.autocast():
+                logits, primed.state = self.model(inputs, primed.state)
+            primed.logits = logits[-1, 0].float()
             piece = primed.decoder.push(token)
             if piece:
                 yield piece
@@ -146,18 +176,20 @@ class TextGenerator:
     def generate(
         self,
         seed: str = "",
-        length: int = 500,
-        temperature: float = 0.8,
-        top_k: int = 0,
-        top_p: float = 1.0,
+        length: int = DEFAULTS.length,
+        temperature: float = DEFAULTS.temperature,
+        top_k: int = DEFAULTS.top_k,
+        top_p: float = DEFAULTS.top_p,
         random_seed: int | None = None,
     ) -> Iterator[str]:
-        """Prime with the whole `seed`, then yield the continuation piece by piece."""
-        if length < 0:
-            raise BookgenError(f"length must be 0 or more, not {length}")
-        settings = SamplingSettings(temperature, top_k, top_p)
+        """Prime with the whole `seed`, then yield the continuation piece by piece.
+
+        `seed` is the text to continue; `random_seed` fixes the draws (the same one gives the
+        same text). The settings are those of `SamplingSettings`.
+        """
+        settings = SamplingSettings(length, temperature, top_k, top_p)
         generator = make_generator(random_seed)
-        return self.stream(self.prime(seed), length, settings, generator)
+        return self.stream(self.prime(seed), settings, generator)
 
 
 def make_generator(random_seed: int | None) -> torch.Generator:
@@ -167,7 +199,15 @@ def make_generator(random_seed: int | None) -> torch.Generator:
     return torch.Generator().manual_seed(random_seed)
 
 
-def load(path: str | Path | None = None, *, device: str = "cpu", which: str = "best_model"):
-    """Load a checkpoint folder (default: the newest under ./checkpoints) for generation."""
+def load(
+    path: str | Path | None = None, *, device: str = "cpu", which: str = "best_model"
+) -> TextGenerator:
+    """Load a checkpoint folder (default: the newest under ./checkpoints) for generation.
+
+    The model runs in the precision it was trained in, as recorded in the checkpoint.
+    """
     folder = Path(path) if path is not None else latest_checkpoint()
-    return TextGenerator.from_checkpoint(load_checkpoint(folder, which=which, device=device))
+    torch_device = resolve_device(device)
+    checkpoint = load_checkpoint(folder, which=which, device=torch_device)
+    context = inference_context(torch_device, checkpoint.precision, checkpoint.model_config.cell)
+    return TextGenerator.from_checkpoint(checkpoint, context)

@@ -205,7 +205,7 @@ class WordTokenizer:
         cls,
         texts: Iterable[str],
         vocab_size: int = 20000,
-        min_count: int = 2,
+        min_count: int = 1,
         lowercase: bool = False,
     ) -> WordTokenizer:
         """Count the words of `texts`; keep the `vocab_size` most frequent, counting specials."""

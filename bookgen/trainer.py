@@ -8,9 +8,9 @@ them, tests collect them in a list.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import math
-import random
 import signal
 import threading
 import time
@@ -19,18 +19,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from bookgen import checkpoint as ckpt
+from bookgen.context import (
+    PrecisionChoice,
+    RunContext,
+    choose_precision,
+    precision_cache_key,
+    resolve_device,
+)
 from bookgen.corpus import Document
 from bookgen.errors import BookgenError
+from bookgen.metrics import bits_per_char, evaluate, token_nats
 from bookgen.model import ModelConfig, RecurrentLM, State, detach_state
 from bookgen.sampler import TextGenerator
 from bookgen.streams import StreamBatcher, TokenStream, Window
 from bookgen.tokenizer import CharTokenizer, Tokenizer
-
-LN2 = math.log(2)
-UNKNOWN_CHAR_BITS = 8.0
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,8 @@ class TrainConfig:
 class Started:
     out: Path
     device: str
-    precision: str
+    precision: str  # fp32 or bf16
+    precision_note: str  # how it was chosen, with the measured speeds
     parameters: int
     vocab_size: int
     train_tokens: int
@@ -113,7 +118,7 @@ class Stepped:
     lr: float
     tokens_per_s: float
     elapsed_s: float
-    progress: float  # 0..1 of the budget
+    budget_used: float  # 0..1
 
 
 @dataclass
@@ -204,91 +209,57 @@ def prepare_data(
     return PreparedData(tokenizer, train, val, corpus)
 
 
-# --- devices and precision -------------------------------------------------------------------
+# --- one step ----------------------------------------------------------------------------------
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BookgenError("--device cuda: no CUDA GPU is available here (use --device cpu)")
-    return torch.device(name)
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """bf16 autocast where the hardware runs it fast (recent GPUs, CPUs with AVX-512 bf16)."""
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-# --- evaluation ------------------------------------------------------------------------------
-
-
-def token_nats(logits: torch.Tensor, window: Window, device: torch.device) -> torch.Tensor:
-    """Nats of each target token (1-D), leaving out the first token of each new book."""
-    nats = F.cross_entropy(
-        logits.float().flatten(0, 1), window.targets.to(device).flatten(), reduction="none"
-    )
-    return nats[window.loss_mask.to(device).flatten()]
-
-
-@torch.no_grad()
-def evaluate(
+def train_step(
     model: RecurrentLM,
-    batcher: StreamBatcher,
-    device: torch.device,
-    precision: str,
-    reset_every: int | None = None,
-) -> float:
-    """Mean nats per token over the whole stream, state carried from window to window.
+    optimizer: torch.optim.Optimizer,
+    window: Window,
+    state: State,
+    context: RunContext,
+    grad_clip: float,
+) -> tuple[torch.Tensor, State, bool]:
+    """One window forward and back; returns (loss, state after the window, whether applied).
 
-    `reset_every` N zeroes the state every N tokens of each row, as a model that only ever sees
-    N tokens of context would read the text: the gap to the carried-state loss is what the
-    carried state is worth.
+    A step whose loss or gradient is not finite never reaches the weights (the optimizer is not
+    stepped) and the caller keeps its old state.
     """
-    was_training = model.training
-    model.eval()
-    state = model.init_state(batcher.batch_size, device)
-    total, count = 0.0, 0
-    for window in batcher.windows():
-        resets = window.resets
-        if reset_every is not None:
-            positions = torch.arange(window.start, window.start + resets.size(0))
-            resets = resets | (positions % reset_every == 0).view(-1, 1)
-        with autocast(device, precision):
-            logits, state = model(window.inputs.to(device), state, resets.to(device))
-        nats = token_nats(logits, window, device)
-        total += float(nats.sum())
-        count += nats.numel()
-    model.train(was_training)
-    return total / max(count, 1)
+    device = context.device
+    model.train()
+    with context.autocast():
+        logits, state = model(window.inputs.to(device), state, window.resets.to(device))
+    nats = token_nats(logits, window, device)
+    loss = nats.mean() if nats.numel() else logits.sum() * 0
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    finite = bool(torch.isfinite(loss) and torch.isfinite(norm))
+    if finite:
+        optimizer.step()
+    # Truncated BPTT: keep the state's values for the next window, drop its history.
+    return loss.detach(), detach_state(state), finite
 
 
-def bits_per_char(nats_per_token: float, stream: TokenStream) -> float:
-    """Total bits over the text / characters: comparable across tokenizations.
-
-    A model never pays for the spelling of a word it reads as unknown (a word model with a small
-    vocabulary would look better than it is), so each character of an unknown piece is charged
-    8 bits, as if spelled out in raw bytes: an upper bound that keeps the comparison honest.
-    """
-    bits = nats_per_token * len(stream) / LN2 + UNKNOWN_CHAR_BITS * stream.unknown_chars
-    return bits / stream.chars
+def make_optimizer(model: RecurrentLM, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        model.parameters(),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        betas=(0.9, 0.99),
+    )
 
 
 # --- the training loop -----------------------------------------------------------------------
 
 
 class Trainer:
-    """One training run. With `resume`, continues the run saved in `out` exactly."""
+    """One training run. With `resume`, continues the run saved in `out` exactly.
+
+    What it holds, by name: `progress` (step, epoch, stream position, counters: a
+    `TrainingProgress`), `state` (the recurrent state carried from window to window, one row per
+    stream), `context` (device and precision).
+    """
 
     def __init__(
         self,
@@ -301,153 +272,175 @@ class Trainer:
         force: bool = False,
         resume: bool = False,
     ) -> None:
-        self.created = time.perf_counter()
+        self.created = time.perf_counter()  # --minutes counts from here: reading is included
         self.config = config
         self.out = Path(out)
         self.emit = on_event or (lambda event: None)
         self.documents = [d.name for d in documents]
-        self.device = resolve_device(config.device)
-        self.precision = resolve_precision(config.precision, self.device)
+        device = resolve_device(config.device)
         manifest = ckpt.read_manifest(self.out) if resume else None
         if manifest is None:
-            _check_out(self.out, force)  # refuse early; nothing is removed until all is checked
+            ckpt.check_out(self.out, force)  # refuse early; nothing is removed until all is checked
         saved_tokenizer = ckpt.load_tokenizer(self.out, manifest) if manifest else None
         self.data = prepare_data(documents, config, saved_tokenizer)
         if manifest is not None:
             _check_same_books(manifest["corpus"], self.data.corpus)
-        random.seed(config.seed)
         torch.manual_seed(config.seed)
         model_config = ModelConfig(vocab_size=self.data.tokenizer.vocab_size, **model_options)
-        self.model = RecurrentLM(model_config).to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=config.learning_rate,
-            weight_decay=config.weight_decay,
-            betas=(0.9, 0.99),
-        )
+        self.model = RecurrentLM(model_config).to(device)
+        self.optimizer = make_optimizer(self.model, config)
         self.batcher = StreamBatcher(self.data.train, config.batch_size, config.bptt)
         self.val_batcher = StreamBatcher(self.data.val, config.val_batch_size, config.bptt)
-        self.state = ckpt.TrainingState()
-        self.hidden: State = self.model.init_state(self.batcher.batch_size, self.device)
+        self.precision_choice = self._choose_precision(device, manifest)
+        self.context = RunContext(device, self.precision_choice.precision)
+        self.progress = ckpt.TrainingProgress()
+        self.state: State = self.model.init_state(self.batcher.batch_size, device)
         if manifest is not None:
-            self.state, hidden = ckpt.restore_training(
-                self.out, manifest, self.model, self.optimizer, self.device
+            self.progress, state = ckpt.restore_training(
+                self.out, manifest, self.model, self.optimizer, device
             )
-            if hidden is not None:
-                self.hidden = hidden
-            ckpt.truncate_metrics(self.out, self.state.step)
+            if state is not None:
+                self.state = state
+            ckpt.truncate_metrics(self.out, self.progress.step)
         else:
             if config.embeddings is not None:
                 self._load_embeddings(config.embeddings)
-            _prepare_out(self.out)
+            ckpt.prepare_out(self.out)
         self.stop_signal: int | None = None
         self.bad_steps = 0
 
+    def _choose_precision(self, device: torch.device, manifest: dict | None) -> PrecisionChoice:
+        """As asked; on resume, the saved run's; else measured on this machine (cached)."""
+        if manifest is not None and self.config.precision == "auto":
+            return PrecisionChoice.from_dict({**manifest["precision"], "how": "saved"})
+        shape = {k: v for k, v in self.model.config.to_dict().items() if k != "dropout"}
+        key = precision_cache_key(device, shape, self.batcher.batch_size, self.config.bptt)
+        return choose_precision(
+            self.config.precision,
+            device,
+            self.model.config.cell,
+            self._probe_step(device),
+            self.batcher.batch_size * self.config.bptt,
+            key,
+        )
+
+    def _probe_step(self, device: torch.device) -> Callable[[str], None]:
+        """A training step of a copy of the model, for timing: the run itself is untouched."""
+        model = copy.deepcopy(self.model)
+        optimizer = make_optimizer(model, self.config)
+        window = next(self.batcher.windows())
+        state = model.init_state(self.batcher.batch_size, device)
+
+        def step(precision: str) -> None:
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                context = RunContext(device, precision)
+                train_step(model, optimizer, window, state, context, self.config.grad_clip)
+
+        return step
+
     # The learning rate: a cosine decay over the budget, scaled by a linear warm-up over the
     # first steps. The product is continuous, even when the warm-up takes much of a short budget.
-    def learning_rate(self, progress: float) -> float:
+    # The decay follows the share of the budget used, so a resumed run with a larger budget
+    # stretches the rest of the schedule (the rate steps back up), and a smaller one shortens it.
+    def learning_rate(self, budget_used: float) -> float:
         c = self.config
-        warmup = min(1.0, (self.state.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
-        decay = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        warmup = min(1.0, (self.progress.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
+        decay = 0.5 * (1 + math.cos(math.pi * min(budget_used, 1.0)))
         return c.learning_rate * warmup * (c.min_lr_ratio + (1 - c.min_lr_ratio) * decay)
 
-    def progress(self, elapsed: float, reserve: float) -> float:
+    def budget_used(self, elapsed: float, reserve: float) -> float:
         """How much of the budget is used, 0..1: the largest of steps, epochs and time."""
-        c, s = self.config, self.state
+        c, p = self.config, self.progress
         parts = [0.0]
         if c.steps is not None:
-            parts.append(s.step / c.steps)
+            parts.append(p.step / c.steps)
         if c.epochs is not None:
-            parts.append((s.epoch + s.position / self.batcher.row_length) / c.epochs)
+            parts.append(self.epoch / c.epochs)
         if c.minutes is not None:
             parts.append(elapsed / max(c.minutes * 60 - reserve, 1e-9))
         return max(parts)
+
+    @property
+    def epoch(self) -> float:
+        """Epochs done, with the share of the current one."""
+        return self.progress.epoch + self.progress.position / self.batcher.row_length
 
     def run(self) -> TrainResult:
         with _stop_on_signals(self):
             return self._run()
 
     def _run(self) -> TrainResult:
-        c, s = self.config, self.state
+        c, p = self.config, self.progress
         self.emit(self._started())
         reserve = self._estimate_eval_seconds() * 1.3 + 1.0
         if c.minutes is not None:
             # On a busy machine the estimate can be wild; always leave half the time to train.
             reserve = min(reserve, c.minutes * 30)
         # The clock includes reading and tokenizing, so --minutes is the whole run's time.
-        start = self.created - s.elapsed_s
-        tokens_at_start, elapsed_at_start = s.tokens_seen, s.elapsed_s
+        start = self.created - p.elapsed_s
+        tokens_at_start, elapsed_at_start = p.tokens_seen, p.elapsed_s
 
         def tokens_per_s() -> float:  # this session's speed, not counting a resumed run's past
-            return (s.tokens_seen - tokens_at_start) / max(s.elapsed_s - elapsed_at_start, 1e-9)
+            return (p.tokens_seen - tokens_at_start) / max(p.elapsed_s - elapsed_at_start, 1e-9)
 
         while True:
-            for window in self.batcher.windows(s.epoch, c.seed, s.position):
-                progress = self.progress(time.perf_counter() - start, reserve)
-                if progress >= 1.0:
+            for window in self.batcher.windows(p.epoch, c.seed, p.position):
+                used = self.budget_used(time.perf_counter() - start, reserve)
+                if used >= 1.0:
                     break
-                lr = self.learning_rate(progress)
+                lr = self.learning_rate(used)
                 loss = self._step(window, lr)
-                s.step += 1
-                s.position = window.start + window.inputs.size(0)
-                s.tokens_seen += window.inputs.numel()
-                s.elapsed_s = time.perf_counter() - start
+                p.step += 1
+                p.position = window.start + window.inputs.size(0)
+                p.tokens_seen += window.inputs.numel()
+                p.elapsed_s = time.perf_counter() - start
                 if loss is not None:
-                    s.loss_sum, s.loss_count = s.loss_sum + loss, s.loss_count + 1
+                    p.loss_sum, p.loss_count = p.loss_sum + loss, p.loss_count + 1
                 rate = tokens_per_s()
-                progress = self.progress(s.elapsed_s, reserve)
-                epoch = s.epoch + s.position / self.batcher.row_length
-                self.emit(Stepped(s.step, epoch, loss, lr, rate, s.elapsed_s, progress))
-                if s.step % c.eval_every == 0:
+                used = self.budget_used(p.elapsed_s, reserve)
+                self.emit(Stepped(p.step, self.epoch, loss, lr, rate, p.elapsed_s, used))
+                if p.step % c.eval_every == 0:
                     self._evaluate_and_save(lr, rate)
-                elif s.step % c.checkpoint_every == 0:
+                elif p.step % c.checkpoint_every == 0:
                     self._save(is_best=False)
                 if self.stop_signal is not None:
                     self._save(is_best=False)
-                    raise TrainingInterrupted(self.stop_signal, self.out, s.step)
+                    raise TrainingInterrupted(self.stop_signal, self.out, p.step)
             else:
                 # The epoch is over: rows jump back to the start of their streams, so the carried
                 # state no longer matches the text and starts again from zero.
-                s.epoch += 1
-                s.position = 0
-                self.hidden = self.model.init_state(self.batcher.batch_size, self.device)
+                p.epoch += 1
+                p.position = 0
+                self.state = self.model.init_state(self.batcher.batch_size, self.context.device)
                 continue
             break
-        if s.last_eval_step != s.step:
+        if p.last_eval_step != p.step:
             self._evaluate_and_save(self.learning_rate(1.0), tokens_per_s())
         metrics = ckpt.read_metrics(self.out)
-        return TrainResult(self.out, s.step, s.best_val_loss, metrics)
+        return TrainResult(self.out, p.step, p.best_val_loss, metrics)
 
-    def _step(self, window, lr: float) -> float | None:
+    def _step(self, window: Window, lr: float) -> float | None:
         """One window forward and back. Returns the loss, or None if the step was skipped."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.model.train()
-        inputs = window.inputs.to(self.device)
-        with autocast(self.device, self.precision):
-            logits, hidden = self.model(inputs, self.hidden, window.resets.to(self.device))
-        nats = token_nats(logits, window, self.device)
-        loss = nats.mean() if nats.numel() else logits.sum() * 0
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+        loss, state, applied = train_step(
+            self.model, self.optimizer, window, self.state, self.context, self.config.grad_clip
+        )
+        if not applied:
             # A non-finite loss or gradient never reaches the weights, nor the carried state.
-            self._bad_step(float(loss.detach()))
+            self._bad_step(float(loss))
             return None
         self.bad_steps = 0
-        self.optimizer.step()
-        # Truncated BPTT: keep the state's values for the next window, drop its history.
-        self.hidden = detach_state(hidden)
-        return float(loss.detach())
+        self.state = state
+        return float(loss)
 
     def _bad_step(self, loss: float) -> None:
         self.bad_steps += 1
-        step = self.state.step + 1
+        step = self.progress.step + 1
         self.emit(Notice(f"step {step}: loss or gradient is {loss}, step skipped"))
         if self.bad_steps >= self.config.max_bad_steps:
             saved = "no checkpoint was saved yet"
-            if (self.out / ckpt.MANIFEST).exists():
+            if ckpt.has_checkpoint(self.out):
                 saved = f"the last good checkpoint is in {self.out}"
             raise BookgenError(
                 f"training diverged: the loss was not finite for {self.bad_steps} steps in a row "
@@ -456,26 +449,25 @@ class Trainer:
             )
 
     def _evaluate_and_save(self, lr: float, rate: float) -> None:
-        s = self.state
-        val_loss = evaluate(self.model, self.val_batcher, self.device, self.precision)
-        val = self.data.val
-        is_best = s.best_val_loss is None or val_loss < s.best_val_loss
-        s.last_eval_step = s.step
+        p = self.progress
+        val_loss = evaluate(self.model, self.val_batcher, self.context)
+        is_best = p.best_val_loss is None or val_loss < p.best_val_loss
+        p.last_eval_step = p.step
         if is_best:
-            s.best_val_loss, s.best_step = val_loss, s.step
+            p.best_val_loss, p.best_step = val_loss, p.step
         record = {
-            "step": s.step,
-            "tokens": s.tokens_seen,
-            "epoch": round(s.epoch + s.position / self.batcher.row_length, 6),
-            "train_loss": s.loss_sum / s.loss_count if s.loss_count else None,
+            "step": p.step,
+            "tokens": p.tokens_seen,
+            "epoch": round(self.epoch, 6),
+            "train_loss": p.loss_sum / p.loss_count if p.loss_count else None,
             "val_loss": val_loss,
-            "val_bits_per_char": bits_per_char(val_loss, val),
+            "val_bits_per_char": bits_per_char(val_loss, self.data.val),
             "lr": lr,
-            "elapsed_s": round(s.elapsed_s, 3),
+            "elapsed_s": round(p.elapsed_s, 3),
             "tokens_per_s": round(rate, 1),
         }
         ckpt.append_metrics(self.out, record)
-        s.loss_sum, s.loss_count = 0.0, 0
+        p.loss_sum, p.loss_count = 0.0, 0
         self._save(is_best=is_best)
         self.emit(Evaluated(record, self._preview(), is_best))
 
@@ -483,26 +475,26 @@ class Trainer:
         if self.config.preview_length <= 0:
             return ""
         was_training = self.model.training
-        writer = TextGenerator(self.model.eval(), self.data.tokenizer)
-        pieces = writer.generate("", self.config.preview_length, random_seed=self.state.step)
+        writer = TextGenerator(self.model.eval(), self.data.tokenizer, self.context)
+        pieces = writer.generate("", self.config.preview_length, random_seed=self.progress.step)
         text = "".join(pieces)
         self.model.train(was_training)
         return text
 
     def _save(self, is_best: bool) -> None:
-        self.state.python_rng = random.getstate()
         ckpt.save_checkpoint(
             self.out,
             model=self.model,
             tokenizer=self.data.tokenizer,
             train_config=asdict(self.config),
             corpus=self.data.corpus,
-            state=self.state,
+            progress=self.progress,
+            precision=self.precision_choice.to_dict(),
             optimizer=self.optimizer,
-            hidden=self.hidden,
+            state=self.state,
             is_best=is_best,
         )
-        self.emit(Saved(self.out, self.state.step))
+        self.emit(Saved(self.out, self.progress.step))
 
     def _load_embeddings(self, path: str) -> None:
         from bookgen.embeddings import load_vectors
@@ -523,11 +515,13 @@ class Trainer:
         if not windows:
             return 0.0
         self.model.eval()
-        state = self.model.init_state(self.val_batcher.batch_size, self.device)
-        with torch.no_grad(), autocast(self.device, self.precision):
-            self.model(windows[0].inputs.to(self.device), state)  # warm-up
+        state = self.model.init_state(self.val_batcher.batch_size, self.context.device)
+        inputs = windows[0].inputs.to(self.context.device)
+        with torch.no_grad(), self.context.autocast():
+            self.model(inputs, state)  # warm-up
             begin = time.perf_counter()
-            self.model(windows[0].inputs.to(self.device), state)
+            self.model(inputs, state)
+            self.context.synchronize()
             seconds = time.perf_counter() - begin
         self.model.train()
         # Plus the sample preview: one token per forward step.
@@ -536,8 +530,9 @@ class Trainer:
     def _started(self) -> Started:
         return Started(
             out=self.out,
-            device=str(self.device),
-            precision=self.precision,
+            device=str(self.context.device),
+            precision=self.context.precision,
+            precision_note=self.precision_choice.describe(),
             parameters=self.model.parameter_count(),
             vocab_size=self.data.tokenizer.vocab_size,
             train_tokens=len(self.data.train),
@@ -545,7 +540,7 @@ class Trainer:
             batch_size=self.batcher.batch_size,
             windows_per_epoch=self.batcher.windows_per_epoch(),
             documents=self.documents,
-            resumed_at_step=self.state.step,
+            resumed_at_step=self.progress.step,
         )
 
 
@@ -593,31 +588,3 @@ def _check_same_books(saved: dict, now: dict) -> None:
             "--resume: the books differ from the saved run "
             f"(saved: {names(before)}; now: {names(after)}, or their text changed)"
         )
-
-
-def _check_out(out: Path, force: bool) -> None:
-    if (out / ckpt.MANIFEST).exists() and not force:
-        raise BookgenError(
-            f"{out} already holds a trained model; continue it with --resume, "
-            "replace it with --force, or choose another --out"
-        )
-    if out.exists() and not out.is_dir():
-        raise BookgenError(f"{out} exists and is not a folder")
-
-
-def _prepare_out(out: Path) -> None:
-    """Make `out` ready for a new run: only called once the run's settings have been checked.
-
-    Files of an earlier run (replaced with --force, or left without a manifest by a run killed
-    before its first save) are removed, so none of them is ever mistaken for this run's.
-    """
-    if out.is_dir():
-        for name in (ckpt.MANIFEST, ckpt.TOKENIZER, ckpt.METRICS):
-            (out / name).unlink(missing_ok=True)
-        for pattern in ("model-*.safetensors", "train-*.safetensors"):
-            for path in out.glob(pattern):
-                path.unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise BookgenError(f"cannot create {out}: {err.strerror or err}") from err

@@ -22,6 +22,15 @@ TINY_MODEL = dict(
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Measured precision choices are cached in a folder of the test session, never the user's."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BOOKGEN_CACHE_DIR", str(folder))
+        yield folder
+
+
 def shared_corpus(relative: str) -> Path:
     path = SHARED_CORPORA / relative
     if not path.exists():

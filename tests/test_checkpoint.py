@@ -9,23 +9,40 @@ import torch
 
 import bookgen
 from bookgen.checkpoint import FORMAT_VERSION, MANIFEST, load_checkpoint, read_metrics
+from bookgen.corpus import read_corpus
 from bookgen.errors import BookgenError
+from bookgen.trainer import TrainConfig, Trainer
+from tests.conftest import TINY_MODEL
 
 
 def manifest(folder: Path) -> dict:
     return json.loads((folder / MANIFEST).read_text())
 
 
-def test_checkpoint_holds_everything_needed_to_sample(trained: Path, tmp_path: Path):
+def test_checkpoint_holds_the_trained_model_and_everything_needed_to_sample(
+    tiny_book: Path, tmp_path: Path
+):
+    trained = tmp_path / "model"
+    options = dict(TINY_MODEL, embed_size=16)  # untied: the output layer is saved on its own
+    model_options = {k: options.pop(k) for k in ("hidden_size", "embed_size", "dropout")}
+    config = TrainConfig(steps=40, eval_every=20, **options)
+    trainer = Trainer(read_corpus([tiny_book]), model_options, config, trained)
+    trainer.run()
     files = manifest(trained)["files"]
     names = sorted(p.name for p in trained.iterdir())
     # Only what the manifest names (plus metrics): no temporary or stale files left behind.
     assert names == sorted({*files.values(), "checkpoint.json", "metrics.jsonl"})
     loaded = load_checkpoint(trained, which="model")
-    again = load_checkpoint(trained, which="model")
+    # The very weights the trainer ended with, and the tokenizer it trained with.
+    expected = trainer.model.state_dict()
+    assert set(loaded.model.state_dict()) == set(expected)
+    for name, value in loaded.model.state_dict().items():
+        assert torch.equal(value, expected[name]), name
     tokens = torch.tensor(loaded.tokenizer.encode("It was the")).view(-1, 1)
-    a, _ = loaded.model(tokens, loaded.model.init_state(1))
-    b, _ = again.model(tokens, again.model.init_state(1))
+    assert loaded.tokenizer.encode("It was the") == trainer.data.tokenizer.encode("It was the")
+    trainer.model.eval()
+    a, _ = loaded.model.eval()(tokens, loaded.model.init_state(1))
+    b, _ = trainer.model(tokens, trainer.model.init_state(1))
     assert torch.equal(a, b)
     records = read_metrics(trained)
     assert [r["step"] for r in records] == [20, 40]
@@ -82,11 +99,11 @@ def test_not_a_checkpoint(tmp_path: Path):
 @pytest.mark.parametrize(
     "damage",
     [
-        lambda m: m.pop("training_state"),
+        lambda m: m.pop("progress"),
         lambda m: m.pop("files"),
         lambda m: m["files"].pop("train_state"),
         lambda m: m["files"].update(model="../../etc/passwd"),
-        lambda m: m["training_state"].update(surprise=1),
+        lambda m: m["progress"].update(surprise=1),
     ],
 )
 def test_a_manifest_with_missing_or_odd_fields_is_one_clear_error(trained: Path, tiny_book, damage):

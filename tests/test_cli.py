@@ -52,7 +52,7 @@ def test_train_then_sample_from_the_cli(tiny_book: Path, tmp_path: Path, monkeyp
         (["--temperature", "nan"], "temperature must be 0 or more and finite, not nan"),
         (["--top-p", "0"], "top-p must be in (0, 1]"),
         (["--top-k", "-1"], "top-k must be 0"),
-        (["--length", "-5"], "--length must be 0 or more"),
+        (["--length", "-5"], "length must be 0 or more, not -5"),
     ],
 )
 def test_bad_sampling_values_exit_2_with_one_line(trained: Path, args, message):

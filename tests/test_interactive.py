@@ -4,6 +4,7 @@ import io
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pexpect
@@ -15,7 +16,6 @@ from bookgen.errors import BookgenError
 from bookgen.interactive import (
     PROMPT,
     ChatSession,
-    ChatSettings,
     EndSession,
     run_chat,
     typed_text,
@@ -25,8 +25,8 @@ from tests.conftest import TINY_BOOK, TINY_MODEL
 
 # Drawn at temperature 1 with reproduced draws, the text shows small differences of state that
 # greedy text can hide.
-HOT = SamplingSettings(temperature=1.0)
 LENGTH = 40
+HOT = SamplingSettings(temperature=1.0, length=LENGTH)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def writer(model_folder: Path):
 
 def new_session(writer, random_seed: int = 0, **settings) -> ChatSession:
     settings = {"temperature": 1.0, "length": LENGTH, **settings}
-    return ChatSession(writer, ChatSettings(**settings), random_seed=random_seed)
+    return ChatSession(writer, SamplingSettings(**settings), random_seed=random_seed)
 
 
 def say(session: ChatSession, text: str) -> str:
@@ -60,7 +60,8 @@ def say(session: ChatSession, text: str) -> str:
 
 
 def draw(writer, primed, random_seed: int, length: int = LENGTH) -> str:
-    return "".join(writer.stream(primed, length, HOT, make_generator(random_seed)))
+    settings = SamplingSettings(temperature=1.0, length=length)
+    return "".join(writer.stream(primed, settings, make_generator(random_seed)))
 
 
 def same_state(a, b) -> bool:
@@ -90,9 +91,9 @@ def test_carrying_the_state_equals_rereading_the_history(writer):
     # One plain run that reads the whole history, drawing with the same generator.
     generator = make_generator(3)
     primed = writer.prime("It was")
-    assert "".join(writer.stream(primed, LENGTH, HOT, generator)) == first
+    assert "".join(writer.stream(primed, HOT, generator)) == first
     primed = writer.prime("It was" + first + " the age")
-    assert "".join(writer.stream(primed, LENGTH, HOT, generator)) == second
+    assert "".join(writer.stream(primed, HOT, generator)) == second
 
     assert session.text == "It was" + first + " the age" + second
     assert session.transcript == [
@@ -110,7 +111,9 @@ def test_an_empty_turn_lets_the_model_go_on(writer):
     more = say(session, "")
     generator = make_generator(4)
     primed = writer.prime("It was")
-    assert "".join(writer.stream(primed, 2 * LENGTH, HOT, generator)) == first + more
+    assert (
+        "".join(writer.stream(primed, replace(HOT, length=2 * LENGTH), generator)) == first + more
+    )
 
 
 def test_undo_restores_the_story_as_if_the_turn_never_happened(writer):
@@ -170,8 +173,8 @@ def test_a_stopped_turn_keeps_what_was_written_and_a_matching_state(writer, monk
     if stop == "sampler raises":
         stream = writer.stream
 
-        def interrupted(primed, length, settings, generator):
-            for count, piece in enumerate(stream(primed, length, settings, generator), 1):
+        def interrupted(primed, settings, generator):
+            for count, piece in enumerate(stream(primed, settings, generator), 1):
                 yield piece
                 if count == 5:
                     raise KeyboardInterrupt  # as if Ctrl-C came while the model computed
@@ -221,7 +224,7 @@ def test_bad_commands_raise_one_line_and_change_nothing(writer, line):
     with pytest.raises(BookgenError) as error:
         session.command(line)
     assert "\n" not in str(error.value)
-    assert session.settings == ChatSettings(temperature=1.0, length=LENGTH)
+    assert session.settings == HOT
 
 
 def test_save_writes_the_story_exactly(writer, tmp_path):
@@ -265,7 +268,7 @@ def test_bad_values_give_one_line_and_the_session_goes_on(writer):
     assert run_chat(session, lines, out, interactive=False, messages=messages) == 0
     errors = messages.getvalue().splitlines()
     assert len(errors) == 4 and all(line.startswith("error: ") for line in errors)
-    assert session.settings == ChatSettings(temperature=1.0, length=LENGTH)
+    assert session.settings == HOT
     assert out.getvalue() == session.text + "\n" and len(session.text) > len("It was")
 
 
@@ -332,7 +335,8 @@ def test_ctrl_c_while_writing_stops_the_turn_and_the_session_goes_on(writer):
 
 CHAT = (
     "import sys; from bookgen.interactive import chat_main; "
-    "sys.exit(chat_main(sys.argv[1], random_seed=0, length=int(sys.argv[2])))"
+    "from bookgen.sampler import SamplingSettings; "
+    "sys.exit(chat_main(sys.argv[1], 0, SamplingSettings(length=int(sys.argv[2]))))"
 )
 
 

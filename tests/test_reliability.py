@@ -122,7 +122,7 @@ def test_signals_save_and_exit_with_the_right_code(tiny_book: Path, tmp_path: Pa
     assert process.returncode == code, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     saved = load_checkpoint(out, which="model")
-    assert saved.manifest["training_state"]["step"] > 0
+    assert saved.manifest["progress"]["step"] > 0
 
 
 def test_kill_9_at_random_moments_never_breaks_the_checkpoint(tiny_book: Path, tmp_path: Path):
@@ -141,7 +141,7 @@ def test_kill_9_at_random_moments_never_breaks_the_checkpoint(tiny_book: Path, t
         process.kill()
         process.wait()
         loaded = load_checkpoint(out, which="model")  # never half-written
-        steps_seen.append(loaded.manifest["training_state"]["step"])
+        steps_seen.append(loaded.manifest["progress"]["step"])
     assert steps_seen == sorted(steps_seen) and steps_seen[-1] > steps_seen[0]
 
 
@@ -199,5 +199,5 @@ def test_disk_full_mid_training_keeps_the_previous_checkpoint(
         bookgen.train(tiny_book, out, steps=100, checkpoint_every=10, eval_every=50, **TINY_MODEL)
     monkeypatch.setattr(checkpoint, "atomic_write", real_write)
     saved = load_checkpoint(out, which="model")
-    assert saved.manifest["training_state"]["step"] == 20  # the last save that fit
+    assert saved.manifest["progress"]["step"] == 20  # the last save that fit
     assert not list(out.glob(".*.tmp"))  # the failed write left no temporary file

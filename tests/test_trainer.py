@@ -3,11 +3,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 import bookgen
-from bookgen.checkpoint import read_metrics
+from bookgen.checkpoint import load_checkpoint, read_metrics
+from bookgen.corpus import read_document
 from bookgen.errors import BookgenError
-from bookgen.trainer import Evaluated, Saved, Started, Stepped
+from bookgen.streams import StreamBatcher, TokenStream
+from bookgen.trainer import Evaluated, Saved, Started, Stepped, split_document
 from tests.conftest import TINY_MODEL
 
 
@@ -48,14 +52,55 @@ def test_epoch_budget_and_bits_per_char(tiny_book: Path, tmp_path: Path):
     assert record["val_bits_per_char"] == pytest.approx(record["val_loss"] / 0.6931471805599453)
 
 
-def test_several_books_train_with_resets(tmp_path: Path):
+def test_several_books_reset_the_state_and_skip_the_crossing(tmp_path: Path):
+    # One row holds both books (bptt longer than the text): after 40 steps the model knows them,
+    # and the loss of step 41 can be computed by hand: each book read from a zero state, and the
+    # prediction of book b's first token from book a's last left out. A trainer that ignored the
+    # reset or the loss mask reports another loss (both are checked to make a difference).
     books = tmp_path / "books"
     books.mkdir()
     (books / "a.txt").write_text("aaaa bbbb cccc. " * 60)
     (books / "b.txt").write_text("xyz xyz xyz. " * 60)
+    out = tmp_path / "ab"
+    options = dict(TINY_MODEL, bptt=10_000, seed=3, learning_rate=1e-2)
+    first = []
+    bookgen.train(books, out, steps=40, on_event=first.append, **options)
+    assert first[0].documents == ["a", "b"] and first[0].batch_size == 1
+    saved = load_checkpoint(out, which="model")
+    progress = saved.manifest["progress"]
     events = []
-    bookgen.train(books, tmp_path / "ab", steps=5, on_event=events.append, **TINY_MODEL)
-    assert events[0].documents == ["a", "b"]
+    bookgen.train(books, out, steps=41, resume=True, on_event=events.append)
+    (reported,) = [e.loss for e in events if isinstance(e, Stepped)]
+
+    encode = saved.tokenizer.encode
+    a, b = (
+        torch.tensor(encode(split_document(read_document(books / n).text, 0.1)[0]))
+        for n in ("a.txt", "b.txt")
+    )
+    stream = torch.cat([a, b])
+    batcher = StreamBatcher(TokenStream.from_documents([a.tolist(), b.tolist()], 0), 1, 10_000)
+    window = next(batcher.windows(progress["epoch"], 3, progress["position"]))
+    begin, end = window.start, window.start + len(window.inputs)
+    assert begin == 0 and begin < len(a) < end  # a fresh state, and the crossing in the window
+    model = saved.model
+
+    def nats(first: int, last: int, state):  # predicting stream[first + 1 : last + 1]
+        logits, state = model(stream[first:last].view(-1, 1), state)
+        return F.cross_entropy(logits[:, 0], stream[first + 1 : last + 1], reduction="none"), state
+
+    zero = model.init_state(1)
+    book_a, state_a = nats(begin, len(a) - 1, zero)
+    book_b, _ = nats(len(a), end, zero)
+    expected = torch.cat([book_a, book_b]).mean().item()
+    assert reported == pytest.approx(expected, rel=1e-5)
+
+    # What a trainer that ignored the reset, or the mask, would have reported instead:
+    carried, _ = nats(begin, end, zero)
+    no_reset = torch.cat([carried[: len(a) - 1], carried[len(a) :]]).mean().item()
+    crossing, _ = nats(len(a) - 1, len(a), state_a)
+    unmasked = torch.cat([book_a, crossing, book_b]).mean().item()
+    for wrong in (no_reset, unmasked):
+        assert abs(wrong - expected) > 1e-4 * expected  # 10x the tolerance above
 
 
 def test_an_existing_model_is_not_overwritten(trained: Path, tiny_book: Path):

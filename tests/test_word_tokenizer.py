@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -92,7 +93,7 @@ def test_bad_settings_and_files_raise_one_clear_error():
     with pytest.raises(BookgenError, match="min count"):
         WordTokenizer.build(["a a"], min_count=0)
     with pytest.raises(BookgenError, match="occurs 2 times"):
-        WordTokenizer.build(["all different words"])
+        WordTokenizer.build(["all different words"], min_count=2)
     with pytest.raises(BookgenError, match="could not be read"):
         tokenizer_from_json("{", "word")
     spec = json.loads(WORDS.to_json())
@@ -164,3 +165,13 @@ def test_hard_wrapped_prose_is_unwrapped_but_verse_keeps_its_lines():
     assert len(unwrapped) == len(prose)  # bits per character stay comparable
     verse = "ROMEO:\nBut soft, what light\nthrough yonder window breaks?\n\n" * 20
     assert unwrap_hard_wrapped(verse) == verse
+
+
+def test_build_defaults_agree_with_the_training_config():
+    # bookgen train and WordTokenizer.build must not drift apart (build once defaulted to 2).
+    from bookgen.trainer import TrainConfig
+
+    defaults = inspect.signature(WordTokenizer.build).parameters
+    config = TrainConfig(steps=1)
+    for name in ("vocab_size", "min_count", "lowercase"):
+        assert defaults[name].default == getattr(config, name), name

@@ -1,0 +1,184 @@
+"""Measured precision: the choice, its cache, its record in the checkpoint, and exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import bookgen
+from bookgen import context
+from bookgen.checkpoint import read_manifest, read_metrics
+from bookgen.context import PrecisionChoice, bf16_runs, choose_precision
+from bookgen.errors import BookgenError, BookgenWarning
+from bookgen.trainer import Started, TrainingInterrupted
+from tests.conftest import TINY_MODEL
+from tests.test_reliability import EXACT_FIELDS, interrupt_at
+
+CPU = torch.device("cpu")
+AUTO = {k: v for k, v in TINY_MODEL.items() if k != "precision"}  # the default path
+
+
+class FakeSteps:
+    """A probe whose steps take a set time per precision (or fail), counting its calls."""
+
+    def __init__(self, seconds: dict[str, float | None]) -> None:
+        self.seconds, self.calls = seconds, []
+
+    def __call__(self, precision: str) -> None:
+        self.calls.append(precision)
+        if self.seconds[precision] is None:
+            raise RuntimeError("could not create a primitive descriptor")
+        context.time.sleep(self.seconds[precision])
+
+
+@pytest.fixture
+def bf16_everywhere(monkeypatch, tmp_path):
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))  # a cache of its own
+    monkeypatch.setattr(context, "bf16_runs", lambda device_type, cell: True)
+    monkeypatch.setattr(context, "PROBE_SECONDS", 0.02)
+
+
+def choose(probe, key="k", requested="auto") -> PrecisionChoice:
+    return choose_precision(requested, CPU, "lstm", probe, 1000, key)
+
+
+@pytest.mark.parametrize(
+    "seconds, expected",
+    [
+        ({"fp32": 0.002, "bf16": 0.004}, "fp32"),  # bf16 has the instructions but is slower
+        ({"fp32": 0.004, "bf16": 0.002}, "bf16"),
+        ({"fp32": 0.004, "bf16": None}, "fp32"),  # bf16 does not run at all
+    ],
+)
+def test_auto_keeps_the_precision_that_measures_faster(bf16_everywhere, seconds, expected):
+    choice = choose(FakeSteps(seconds))
+    assert choice.precision == expected and choice.how == "measured"
+    assert choice.tokens_per_s["fp32"] == pytest.approx(1000 / seconds["fp32"], rel=0.5)
+    if seconds["bf16"] is None:
+        assert choice.tokens_per_s["bf16"] is None
+        assert "bf16 does not run here" in choice.describe()
+
+
+def test_bf16_must_win_by_a_margin(bf16_everywhere, monkeypatch):
+    # Within the probe's noise, the more exact fp32 stays.
+    monkeypatch.setattr(context, "_time_steps", lambda d, p, precision, t: {"fp32": 100.0,
+                        "bf16": 105.0}[precision])  # fmt: skip
+    assert choose(FakeSteps({})).precision == "fp32"
+    monkeypatch.setattr(context, "_time_steps", lambda d, p, precision, t: {"fp32": 100.0,
+                        "bf16": 115.0}[precision])  # fmt: skip
+    assert choose(FakeSteps({}), key="other").precision == "bf16"
+
+
+def test_the_choice_is_cached_per_machine_and_shape(bf16_everywhere):
+    probe = FakeSteps({"fp32": 0.004, "bf16": 0.002})
+    first = choose(probe, key="shape A")
+    calls = len(probe.calls)
+    again = choose(probe, key="shape A")
+    assert len(probe.calls) == calls  # nothing measured again
+    assert (again.precision, again.how, again.tokens_per_s) == (
+        "bf16",
+        "cached",
+        first.tokens_per_s,
+    )
+    choose(probe, key="shape B")
+    assert len(probe.calls) > calls
+
+
+def test_a_damaged_cache_is_measured_again(bf16_everywhere):
+    (context.cache_dir() / "precision.json").parent.mkdir(parents=True, exist_ok=True)
+    (context.cache_dir() / "precision.json").write_text("{not json")
+    probe = FakeSteps({"fp32": 0.002, "bf16": 0.004})
+    assert choose(probe, key="after damage").how == "measured"
+    assert json.loads((context.cache_dir() / "precision.json").read_text())["after damage"]
+
+
+def test_the_start_line_says_what_was_chosen_and_why():
+    choice = PrecisionChoice("fp32", "measured", {"fp32": 15012.0, "bf16": 9254.0})
+    assert choice.describe() == "fp32 (measured: 15.0k tok/s; bf16 9.3k)"
+    assert PrecisionChoice("bf16", "asked").describe() == "bf16 (asked)"
+
+
+def test_asking_for_bf16_where_it_does_not_run_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(context, "bf16_runs", lambda device_type, cell: False)
+    with pytest.raises(BookgenError, match="bf16 autocast does not run for LSTM on this cpu"):
+        choose(FakeSteps({}), requested="bf16")
+
+
+def test_where_bf16_does_not_run_auto_takes_fp32_without_measuring(monkeypatch):
+    monkeypatch.setattr(context, "bf16_runs", lambda device_type, cell: False)
+    probe = FakeSteps({"fp32": 0.001, "bf16": 0.001})
+    choice = choose(probe)
+    assert (choice.precision, probe.calls) == ("fp32", [])
+    assert choice.describe() == "fp32 (bf16 does not run here)"
+
+
+def test_the_default_measures_records_and_reuses_the_choice(
+    tiny_book: Path, tmp_path: Path, monkeypatch
+):
+    # The real probe on the real model: where bf16 has no kernel its steps fail and it is
+    # recorded as not running; elsewhere both are timed.
+    monkeypatch.setattr(context, "bf16_runs", lambda device_type, cell: True)
+    events = []
+    bookgen.train(tiny_book, tmp_path / "a", steps=5, on_event=events.append, **AUTO)
+    saved = read_manifest(tmp_path / "a")["precision"]
+    assert saved["how"] in ("measured", "cached") and saved["tokens_per_s"]["fp32"] > 0
+    started = next(e for e in events if isinstance(e, Started))
+    assert started.precision == saved["precision"]
+    assert started.precision_note.startswith(f"{saved['precision']} (")
+    # The same machine and shape: the next run takes the cached choice, at no cost.
+    bookgen.train(tiny_book, tmp_path / "b", steps=5, **AUTO)
+    cached = read_manifest(tmp_path / "b")["precision"]
+    assert cached == {**saved, "how": "cached"}
+    assert bookgen.load(tmp_path / "b").context.precision == saved["precision"]
+
+
+def test_resume_keeps_the_saved_precision_without_measuring(tiny_book, tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    with pytest.raises(TrainingInterrupted):
+        bookgen.train(tiny_book, out, steps=20, on_event=interrupt_at(10), **AUTO)
+    saved = read_manifest(out)["precision"]["precision"]
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a resumed run must not measure")
+
+    monkeypatch.setattr(context, "measure_speeds", no_measuring)
+    monkeypatch.setattr(context, "_read_cache", dict)  # not even from the cache
+    bookgen.train(tiny_book, out, resume=True)
+    manifest = read_manifest(out)
+    assert manifest["precision"]["precision"] == saved and manifest["precision"]["how"] == "saved"
+
+
+def test_a_bf16_model_is_read_in_fp32_where_bf16_does_not_run(trained: Path, monkeypatch):
+    manifest = read_manifest(trained)
+    manifest["precision"] = {"precision": "bf16", "how": "measured", "tokens_per_s": {}}
+    (trained / "checkpoint.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(context, "bf16_runs", lambda device_type, cell: False)
+    with pytest.warns(BookgenWarning, match="trained in bf16, which does not run for LSTM"):
+        writer = bookgen.load(trained)
+    assert writer.context.precision == "fp32"
+    assert "".join(writer.generate("It was", length=20, random_seed=1))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_bf16_run_resumes_bit_for_bit(tiny_book: Path, tmp_path: Path, cell: str):
+    if not bf16_runs("cpu", cell):
+        pytest.skip(f"bf16 autocast does not run for {cell.upper()} on this CPU (no oneDNN kernel)")
+    run = dict(TINY_MODEL, cell=cell, precision="bf16", steps=40, eval_every=20, dropout=0.1)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    bookgen.train(tiny_book, straight, **run)
+    with pytest.raises(TrainingInterrupted):
+        bookgen.train(tiny_book, resumed, on_event=interrupt_at(25), **run)
+    bookgen.train(tiny_book, resumed, resume=True)
+
+    def exact(folder):
+        return [{k: r[k] for k in EXACT_FIELDS} for r in read_metrics(folder)]
+
+    assert exact(resumed) == exact(straight) and len(exact(straight)) == 2
+    assert read_manifest(resumed)["precision"]["precision"] == "bf16"
+    writers = [bookgen.load(folder) for folder in (straight, resumed)]
+    assert all(w.context.precision == "bf16" for w in writers)
+    a, b = ("".join(w.generate("It was", length=60, random_seed=4)) for w in writers)
+    assert a == b
