@@ -103,7 +103,10 @@ def bf16_runs(device_type: str, cell: str) -> bool:
     if device_type == "cuda" and not torch.cuda.is_bf16_supported():
         return False
     rnn_class = torch.nn.LSTM if cell == "lstm" else torch.nn.GRU
-    rnn = rnn_class(4, 4).to(device_type)
+    # Its random start must not move the run's random stream: a run would otherwise differ
+    # depending on whether this was asked before in the same process.
+    with torch.random.fork_rng(devices=[]):
+        rnn = rnn_class(4, 4).to(device_type)
     try:
         with torch.autocast(device_type, dtype=torch.bfloat16):
             out, _ = rnn(torch.zeros(2, 1, 4, device=device_type))

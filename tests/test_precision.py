@@ -115,6 +115,38 @@ def test_where_bf16_does_not_run_auto_takes_fp32_without_measuring(monkeypatch):
     assert choice.describe() == "fp32 (bf16 does not run here)"
 
 
+def test_asking_whether_bf16_runs_leaves_the_random_stream_alone(monkeypatch):
+    bf16_runs.cache_clear()
+    torch.manual_seed(5)
+    bf16_runs("cpu", "lstm")
+    after = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after, torch.rand(3))
+
+
+def test_auto_trains_the_very_run_its_choice_would(tiny_book: Path, tmp_path: Path, monkeypatch):
+    # Measuring must not perturb the run: auto where it picks fp32 equals --precision fp32.
+    # The real probe runs (real steps of a copy of the model); only its verdict is fixed.
+    real_time_steps = context._time_steps
+
+    def fp32_wins(device, probe, precision, tokens):
+        real_time_steps(device, probe, precision, tokens)
+        return {"fp32": 100.0, "bf16": 50.0}[precision]
+
+    monkeypatch.setattr(context, "_time_steps", fp32_wins)
+    monkeypatch.setattr(context, "PROBE_SECONDS", 0.02)
+    monkeypatch.setattr(context, "bf16_runs", lambda device_type, cell: True)
+    options = dict(TINY_MODEL, steps=30, eval_every=15, dropout=0.2)
+    bookgen.train(tiny_book, tmp_path / "fp32", **options)
+    bookgen.train(tiny_book, tmp_path / "auto", **{**options, "precision": "auto"})
+    assert read_manifest(tmp_path / "auto")["precision"]["how"] == "measured"
+
+    def exact(folder):
+        return [{k: r[k] for k in EXACT_FIELDS} for r in read_metrics(folder)]
+
+    assert exact(tmp_path / "auto") == exact(tmp_path / "fp32")
+
+
 def test_the_default_measures_records_and_reuses_the_choice(
     tiny_book: Path, tmp_path: Path, monkeypatch
 ):
