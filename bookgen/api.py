@@ -9,7 +9,7 @@ from typing import Any
 
 from bookgen import checkpoint as ckpt
 from bookgen.catalog import resolve_inputs
-from bookgen.corpus import read_corpus
+from bookgen.corpus import open_corpus
 from bookgen.errors import BookgenError
 from bookgen.model import ModelConfig
 from bookgen.trainer import Event, TrainConfig, Trainer, TrainResult
@@ -56,7 +56,7 @@ def train(
     options = {k: v for k, v in options.items() if v is not None}
     paths = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     inputs = resolve_inputs([str(p) for p in paths], download=download, progress=download_progress)
-    documents = read_corpus(inputs)
+    documents = open_corpus(inputs)  # read later, in chunks, unless the token cache has them
     out_path = Path(out) if out is not None else default_out(documents[0].name)
     if resume:
         model_options, train_options = _resumed_options(out_path, options)

@@ -373,12 +373,15 @@ class _TrainDisplay:
         )
         self.task = None
         self.download_task = None
+        self.token_progress = None  # bars while the books are read into the token cache
+        self.token_tasks: dict[str, int] = {}  # stage -> its bar
         self.last_val = ""
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        self._stop_tokenizing()
         if self.progress.live.is_started:
             self.progress.stop()
 
@@ -399,6 +402,7 @@ class _TrainDisplay:
         if self.quiet:
             return
         if isinstance(event, t.Started):
+            self._stop_tokenizing()
             if event.resumed_at_step:
                 err.print(f"resuming at step {event.resumed_at_step}")
             err.print(
@@ -427,6 +431,35 @@ class _TrainDisplay:
                 self.progress.console.print(Text(event.preview.strip(), style="dim"))
         elif isinstance(event, t.Notice):
             self.progress.console.print(Text(event.message, style="yellow"))
+        elif isinstance(event, t.Tokenizing):
+            self._tokenizing(event)
+
+    def _tokenizing(self, event) -> None:
+        """Bars for reading the books into the token cache, for corpora that take a while.
+
+        Transient: they go when training starts, or when an error stops the run (so that its
+        line is all that is left on stderr).
+        """
+        if self.token_progress is None:
+            if event.total < 16_000_000:  # read in well under a second
+                return
+            self.token_progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(), console=err, transient=True,
+            )  # fmt: skip
+            self.token_progress.start()
+        if event.stage not in self.token_tasks:
+            task = self.token_progress.add_task(event.stage, total=event.total, info="")
+            self.token_tasks[event.stage] = task
+        unit = "M characters" if event.stage == "tokenizing" else "MB"
+        info = f"{event.done / 1e6:,.1f} / {event.total / 1e6:,.1f} {unit}"
+        self.token_progress.update(self.token_tasks[event.stage], completed=event.done, info=info)
+
+    def _stop_tokenizing(self) -> None:
+        if self.token_progress is not None:
+            self.token_progress.stop()
+            self.token_progress = None
 
 
 # --- bookgen eval ----------------------------------------------------------------------------

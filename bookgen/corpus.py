@@ -15,13 +15,19 @@ Nothing here writes to disk.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import functools
 import glob
+import hashlib
+import itertools
 import re
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from bookgen.errors import BookgenError, BookgenWarning
 
@@ -179,15 +185,27 @@ def _decode_without_bom(data: bytes) -> tuple[str, str]:
 
 def _reject_binary(text: str, dropped: int, name: str) -> None:
     """Refuse binary data; warn about NULs (`dropped` already gone, plus any in `text`)."""
-    nuls = dropped + text.count("\x00")
-    total = len(text) + dropped
+    _judge_binary(len(text) + dropped, dropped + text.count("\x00"), _count_not_text(text), name)
+
+
+def _count_not_text(text: str) -> int:
+    if text.isascii():  # bytes.translate counts 20x faster than the regular expression
+        data = text.encode("ascii")
+        return len(data) - len(data.translate(None, _NOT_TEXT_ASCII))
+    return len(_NOT_TEXT.findall(text))
+
+
+_NOT_TEXT_ASCII = bytes([*range(0x01, 0x09), *range(0x0E, 0x1A), *range(0x1B, 0x20), 0x7F])
+
+
+def _judge_binary(total: int, nuls: int, not_text: int, name: str) -> None:
+    """Refuse binary data from its counts; warn about NULs. Shared with the streaming reader."""
     others = total - nuls
     if nuls > others:
         raise BookgenError(
             f"{name}: looks like a binary file, not text "
             f"({nuls / total:.0%} of its {total:,} characters are NUL characters)"
         )
-    not_text = len(_NOT_TEXT.findall(text))
     if not_text > _NOT_TEXT_LIMIT * others:
         raise BookgenError(
             f"{name}: looks like a binary file, not text ({not_text / others:.0%} of its "
@@ -351,3 +369,326 @@ def _texts_in_folder(folder: Path) -> list[Path]:
 def read_corpus(paths: Sequence[str | Path]) -> list[Document]:
     """expand_paths, then read_document for each file, in that order."""
     return [read_document(path) for path in expand_paths(paths)]
+
+
+# --- books larger than memory --------------------------------------------------------------
+#
+# read_document holds a book several times over (bytes, decoded, cleaned: 3-4x its size). For
+# training, a book is instead read in chunks, twice: `scan_book` decides the encoding, refuses
+# binaries and finds where the licence and the blank ends begin and end, without keeping the
+# text; `book_text` then yields the cleaned text in pieces. "".join(book_text(path, scan))
+# equals read_document(path).text (tests hold them together). Chunks are cut after a "\n": no
+# line end (CRLF), Gutenberg marker line or NFC composition spans a cut.
+#
+# A file without any line end is held whole (it is one line); that is the one case where a
+# book larger than memory cannot be read.
+
+CHUNK_BYTES = 1 << 23  # 8 MiB: pieces this size keep numpy fast and memory small
+
+# The casefolded words every licence marker line holds: only chunks that hold one of them are
+# searched with the (slow) marker patterns.
+_MARKER_WORDS = ("gutenberg", "small print")
+_NOT_SPACE = re.compile(r"\S")
+
+
+@dataclass(frozen=True)
+class BookFile:
+    """A book on disk, not read yet: what `open_corpus` finds."""
+
+    name: str  # file stem, as Document.name
+    path: str
+    size: int  # bytes
+
+    def sha256(self, on_bytes: Callable[[int], None] | None = None) -> str:
+        """Hash of the file's bytes (streamed, about 1.8 GB/s): the token cache's key."""
+        digest = hashlib.sha256()
+        for block in _byte_blocks(Path(self.path), CHUNK_BYTES):
+            digest.update(block)
+            if on_bytes is not None:
+                on_bytes(len(block))
+        return digest.hexdigest()
+
+
+def open_corpus(paths: Sequence[str | Path]) -> list[BookFile]:
+    """expand_paths, checking that each file can be read, without reading it yet."""
+    books = []
+    for path in expand_paths(paths):
+        with _open(path):
+            pass
+        books.append(BookFile(name=path.stem, path=str(path), size=path.stat().st_size))
+    return books
+
+
+@dataclass(frozen=True)
+class BookScan:
+    """What the first pass over a book found: enough to read its text in pieces."""
+
+    encoding: str
+    gutenberg_stripped: bool
+    begin: int  # the book's text is [begin, end) of the cleaned file, plus one final "\n"
+    end: int
+    characters: str = field(repr=False)  # every character of the cleaned file and "\n", sorted
+
+    @property
+    def chars(self) -> int:
+        return self.end - self.begin + 1
+
+
+def scan_book(
+    path: str | Path,
+    chunk_bytes: int = CHUNK_BYTES,
+    on_bytes: Callable[[int], None] | None = None,
+) -> BookScan:
+    """Decide the encoding as decode_bytes does, refuse binaries, find the book's bounds.
+
+    `on_bytes(n)` is called as bytes are read (more than the file's size when a first guess at
+    the encoding fails and the file is read again).
+    """
+    path = Path(path)
+    scan = functools.partial(_scan, chunk_bytes=chunk_bytes, on_bytes=on_bytes)
+    with _open(path) as file:
+        head = file.read(4)
+    for bom, encoding in _BOMS:
+        if head.startswith(bom):
+            try:
+                return scan(path, encoding, False)
+            except _DecodeFailed as failed:
+                if encoding == "utf-32" and head.startswith(codecs.BOM_UTF16_LE):
+                    continue
+                raise BookgenError(
+                    f"{path}: starts with a {encoding.upper()} byte-order mark but is not valid "
+                    f"{encoding.upper()} ({failed.reason} at byte {failed.position})"
+                ) from None
+    stats = _byte_stats(path, chunk_bytes)
+    if stats.size % 2 == 0:
+        pairs = stats.size // 2
+        odd, even = stats.odd_nuls, stats.nuls - stats.odd_nuls
+        for nuls, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+            if nuls and nuls >= 0.1 * pairs and other <= nuls / 4:
+                with contextlib.suppress(_DecodeFailed):
+                    return scan(path, encoding, False)
+                break
+    with contextlib.suppress(_DecodeFailed):
+        return scan(path, "utf-8", True)
+    nel_only = stats.has_nel and not stats.has_line_end
+    return scan(path, "latin-1" if nel_only else "windows-1252", True)
+
+
+def book_text(path: str | Path, scan: BookScan, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
+    """The book's cleaned text in pieces (pieces may be empty; the last ends in "\\n")."""
+    drop_nuls = scan.encoding in ("utf-8", "latin-1", "windows-1252")
+    offset = 0
+    for piece in _cleaned(_decoded(Path(path), scan.encoding, drop_nuls, chunk_bytes)):
+        low, high = max(scan.begin - offset, 0), min(scan.end - offset, len(piece))
+        offset += len(piece)
+        if low < high:
+            yield piece[low:high]
+    yield "\n"
+
+
+class _DecodeFailed(Exception):
+    def __init__(self, reason: str, position: int) -> None:
+        self.reason, self.position = reason, position
+
+
+@dataclass
+class _ByteStats:
+    size: int = 0
+    nuls: int = 0
+    odd_nuls: int = 0  # NULs at odd byte positions
+    has_nel: bool = False
+    has_line_end: bool = False
+
+
+def _byte_stats(path: Path, chunk_bytes: int) -> _ByteStats:
+    stats = _ByteStats()
+    for block in _byte_blocks(path, max(2, chunk_bytes - chunk_bytes % 2)):  # even: parity kept
+        stats.size += len(block)
+        stats.nuls += block.count(0)
+        stats.odd_nuls += block[1::2].count(0)
+        stats.has_nel |= b"\x85" in block
+        stats.has_line_end |= b"\n" in block or b"\r" in block
+    return stats
+
+
+def _scan(
+    path: Path,
+    encoding: str,
+    drop_nuls: bool,
+    chunk_bytes: int,
+    on_bytes: Callable[[int], None] | None,
+) -> BookScan:
+    counts = dict.fromkeys(("total", "nuls", "not_text", "dropped"), 0)
+    seen = np.zeros(0x110000, dtype=bool)
+    markers = _Markers()
+    offset = 0
+    for piece in _cleaned(_decoded(path, encoding, drop_nuls, chunk_bytes, counts, on_bytes)):
+        _mark_seen(seen, piece)
+        markers.find(piece, offset)
+        offset += len(piece)
+    markers.finish(offset)
+    counts["nuls"] += counts["dropped"]
+    counts["total"] += counts["dropped"]
+    _judge_binary(counts["total"], counts["nuls"], counts["not_text"], str(path))
+    begin, end, stripped = markers.bounds(offset)
+    if end <= begin:
+        raise BookgenError(f"{path}: the file is empty (no text left after cleaning)")
+    seen[ord("\n")] = True  # the text always ends with one, even a file with no line end
+    characters = "".join(map(chr, np.flatnonzero(seen)))
+    return BookScan(encoding, stripped, begin, end, characters)
+
+
+def _decoded(
+    path: Path,
+    encoding: str,
+    drop_nuls: bool,
+    chunk_bytes: int,
+    counts: dict | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Iterator[tuple[str, bool]]:
+    """(text, is the last piece) of the file; counts what _judge_binary needs, if asked."""
+    if encoding == "windows-1252":
+
+        def decode(block: bytes, final: bool) -> str:
+            return block.decode("latin-1").translate(_WINDOWS_1252)
+    else:
+        decode = codecs.getincrementaldecoder(encoding)("strict").decode
+    consumed = 0
+    blocks = itertools.chain(((b, False) for b in _byte_blocks(path, chunk_bytes)), [(b"", True)])
+    for block, final in blocks:
+        if on_bytes is not None and block:
+            on_bytes(len(block))
+        if drop_nuls and 0 in block:
+            if counts is not None:
+                counts["dropped"] += block.count(0)
+            block = block.replace(b"\x00", b"")
+        try:
+            text = decode(block, final)
+        except UnicodeDecodeError as error:
+            raise _DecodeFailed(error.reason, consumed + error.start) from None
+        consumed += len(block)
+        if counts is not None:
+            counts["total"] += len(text)
+            counts["nuls"] += text.count("\x00")
+            counts["not_text"] += _count_not_text(text)
+        yield text, final
+
+
+def _byte_blocks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
+    with _open(path) as file:
+        while block := file.read(chunk_bytes):
+            yield block
+
+
+def _open(path: Path):
+    if path.is_dir():
+        raise BookgenError(f"{path}: is a folder, not a file (read_corpus takes folders)")
+    if not path.exists():
+        raise BookgenError(f"{path}: no such file")
+    try:
+        return open(path, "rb")  # noqa: SIM115 (the caller closes it)
+    except PermissionError:
+        raise BookgenError(f"{path}: cannot read the file (permission denied)") from None
+    except OSError as error:
+        raise BookgenError(f"{path}: cannot read the file ({error.strerror})") from None
+
+
+def _cleaned(pieces: Iterator[tuple[str, bool]]) -> Iterator[str]:
+    """clean_text without its trimming, piece by piece: cuts fall just after a "\\n"."""
+    held = ""  # a trailing CR, which may be the first half of a CRLF
+    line = ""  # cleaned text after the last "\n" so far
+    for piece, final in pieces:
+        text, held = held + piece, ""
+        if text.endswith("\r") and not final:
+            text, held = text[:-1], "\r"
+        text = line + _clean_piece(text)
+        cut = len(text) if final else text.rfind("\n") + 1
+        line = text[cut:]
+        yield unicodedata.normalize("NFC", text[:cut])
+
+
+def _clean_piece(text: str) -> str:
+    if text.isascii():  # the common case, done on bytes: several times faster
+        data = text.encode("ascii")
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return data.translate(None, _DROPPED_ASCII).decode("ascii")
+    return _DROPPED.sub("", _LINE_END.sub("\n", text))
+
+
+_DROPPED_ASCII = bytes([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
+
+
+def _mark_seen(seen: np.ndarray, text: str) -> None:
+    if text.isascii():
+        seen[np.frombuffer(text.encode("ascii"), dtype=np.uint8)] = True
+    else:
+        seen[np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)] = True
+
+
+class _Markers:
+    """strip_gutenberg's and _trim_ends' decisions, from marker lines found piece by piece."""
+
+    def __init__(self) -> None:
+        self.starts: list[tuple[int, int, int]] = []  # (match start, match end, text begins)
+        self.ends: list[tuple[int, int]] = []  # (match start, last non-space before it + 1)
+        self.pending: list[int] = []  # indexes into starts still looking for the next text
+        self.last_text = 0  # just after the last non-space character so far
+        self.first_text = 0  # where the text begins when no start marker is taken
+        self.seeking_first = True
+
+    def find(self, piece: str, offset: int) -> None:
+        if not piece:
+            return
+        first = self._text_begins(piece, 0)
+        if first is not None:
+            first += offset
+            for index in self.pending:
+                self.starts[index] = (*self.starts[index][:2], first)
+            self.pending = []
+            if self.seeking_first:
+                self.first_text, self.seeking_first = first, False
+        folded = piece.casefold()
+        if any(word in folded for word in _MARKER_WORDS):
+            for match in _START.finditer(piece):
+                begins = self._text_begins(piece, match.end())
+                self.starts.append((offset + match.start(), offset + match.end(), -1))
+                if begins is None:
+                    self.pending.append(len(self.starts) - 1)
+                else:
+                    self.starts[-1] = (*self.starts[-1][:2], offset + begins)
+            for match in _END.finditer(piece):
+                before = len(piece[: match.start()].rstrip())
+                text_ends = offset + before if before else self.last_text
+                self.ends.append((offset + match.start(), text_ends))
+        stripped = len(piece.rstrip())
+        if stripped:
+            self.last_text = offset + stripped
+
+    def finish(self, length: int) -> None:
+        for index in self.pending:  # nothing but blank space after the marker
+            self.starts[index] = (*self.starts[index][:2], length)
+        if self.seeking_first:
+            self.first_text = length
+
+    @staticmethod
+    def _text_begins(piece: str, position: int) -> int | None:
+        """Where text kept after `position` begins: the start of the line of the first
+        non-space character (blank lines before it go, its indentation stays)."""
+        found = _NOT_SPACE.search(piece, position)
+        if found is None:
+            return None
+        return max(position, piece.rfind("\n", position, found.start()) + 1)
+
+    def bounds(self, length: int) -> tuple[int, int, bool]:
+        """(begin, end, stripped) as strip_gutenberg(clean_text(text)) would cut."""
+        starts, ends = self.starts, self.ends
+        if not starts and not ends:
+            return self.first_text, self.last_text, False
+        begin = self.first_text
+        if starts:
+            ends = [end for end in ends if end[0] >= starts[0][1]]
+            limit = ends[0][0] if ends else length
+            begin = [start for start in starts if start[0] < limit][-1][2]
+        end = ends[0][1] if ends else self.last_text
+        return begin, max(end, begin), True

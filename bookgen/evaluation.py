@@ -14,10 +14,11 @@ from pathlib import Path
 from bookgen.catalog import resolve_inputs
 from bookgen.checkpoint import latest_checkpoint, load_checkpoint
 from bookgen.context import inference_context, resolve_device
-from bookgen.corpus import read_corpus
+from bookgen.corpus import open_corpus
 from bookgen.errors import BookgenError
 from bookgen.metrics import bits_per_char, evaluate
-from bookgen.streams import StreamBatcher, TokenStream
+from bookgen.streams import StreamBatcher
+from bookgen.tokencache import tokenize_corpus
 
 EVAL_ROWS = 16  # parallel streams; each starts from a zero state, as validation does
 
@@ -35,13 +36,9 @@ def evaluate_texts(
     folder = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
     torch_device = resolve_device(device)
     loaded = load_checkpoint(folder, device=torch_device)
-    documents = read_corpus(resolve_inputs([str(p) for p in paths]))
-    tokenizer = loaded.tokenizer
-    stream = TokenStream.from_documents(
-        [tokenizer.encode(d.text) for d in documents],
-        sum(d.chars for d in documents),
-        sum(tokenizer.unknown_chars(d.text) for d in documents),
-    )
+    books = open_corpus(resolve_inputs([str(p) for p in paths]))
+    # One stream of the whole text (no validation split), through the token cache.
+    stream = tokenize_corpus(books, {}, loaded.tokenizer).train
     bptt = int(loaded.train_config.get("bptt", 64))
     batcher = StreamBatcher(stream, EVAL_ROWS, bptt)
     # The precision the model was trained and validated in, so the numbers agree.

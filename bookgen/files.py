@@ -6,8 +6,11 @@ so a reader (or a crash at any moment) only ever sees the old file or the whole 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from bookgen.errors import BookgenError
@@ -67,3 +70,36 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """Fill a temporary folder beside `path`, then rename it to `path` in one step.
+
+    For what is too large for `atomic_write`'s bytes (a token cache written in chunks): a
+    crash leaves only a hidden `.name.*.tmp` folder that no reader looks at, never a partial
+    `path`. If `path` appeared meanwhile (another process finished first), it is kept and
+    the new folder dropped. Files written inside should be fsynced by the writer.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    except OSError as err:
+        raise BookgenError(f"cannot write to {path.parent}: {err.strerror or err}") from err
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if not path.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another writer won: theirs is as good
+        _fsync_dir(path.parent)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BookgenError(f"cannot write {path}: {err.strerror or err}") from err
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

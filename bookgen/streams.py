@@ -27,22 +27,36 @@ left out. At the start of each epoch (and of validation) all rows start from a z
 
 from __future__ import annotations
 
+import mmap
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+import numpy as np
 import torch
 
 from bookgen.errors import BookgenError
 
 
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned type that holds every id: a character vocabulary fits in a byte."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size - 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    raise BookgenError(f"a vocabulary of {vocab_size:,} tokens is too large")
+
+
 @dataclass(frozen=True)
 class TokenStream:
-    """All documents' tokens end to end, with a flag where each document starts."""
+    """All documents' tokens end to end, and where each document starts.
 
-    tokens: torch.Tensor  # (N,) int64
-    starts: torch.Tensor  # (N,) bool, True at the first token of each document
+    `tokens` is a plain array, often an np.memmap of the token cache: the stream is read from
+    disk as windows need it, never loaded whole.
+    """
+
+    tokens: np.ndarray  # (N,) unsigned ids, the smallest dtype for the vocabulary
+    starts: np.ndarray  # (D,) int64, offset of the first token of each document, ascending
     chars: int  # characters of cleaned text behind these tokens (for bits per character)
     unknown_chars: int = 0  # of those, characters the vocabulary could only read as unknown
 
@@ -53,23 +67,30 @@ class TokenStream:
         lists = [t for t in token_lists if len(t) > 0]
         if not lists:
             raise BookgenError("no tokens to train on")
-        tokens = torch.tensor([tok for toks in lists for tok in toks], dtype=torch.long)
-        starts = torch.zeros(len(tokens), dtype=torch.bool)
-        offset = 0
-        for toks in lists:
-            starts[offset] = True
-            offset += len(toks)
+        largest = max(max(t) for t in lists)
+        tokens = np.concatenate([np.asarray(t, dtype=token_dtype(int(largest) + 1)) for t in lists])
+        starts = np.cumsum([0] + [len(t) for t in lists[:-1]], dtype=np.int64)
         return cls(tokens, starts, chars, unknown_chars)
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    def release(self) -> None:
+        """Let the kernel drop the pages read so far from this process (they stay cached).
+
+        Pages of a memmap that windows have touched count in the process's RSS until
+        unmapped; over an epoch of a large corpus they would add up to the whole file.
+        """
+        mapped = getattr(self.tokens, "_mmap", None)
+        if isinstance(mapped, mmap.mmap) and hasattr(mapped, "madvise"):
+            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 @dataclass(frozen=True)
 class Window:
     """One step's batch: T consecutive tokens of every row."""
 
-    inputs: torch.Tensor  # (T, B) token ids
+    inputs: torch.Tensor  # (T, B) token ids, int64
     targets: torch.Tensor  # (T, B) the next token of each input
     resets: torch.Tensor  # (T, B) bool: zero the row's state before consuming inputs[t]
     loss_mask: torch.Tensor  # (T, B) bool: False where the target starts a new book
@@ -77,8 +98,17 @@ class Window:
     epoch: int
 
 
+# Pages of the memmap windows may touch between two `TokenStream.release` calls (each window
+# touches about one page per row): 16 MiB of 4 KiB pages; releasing costs one system call.
+_RELEASE_PAGES = 4096
+
+
 class StreamBatcher:
-    """Cuts a `TokenStream` into `batch_size` rows and yields `Window`s over them."""
+    """Cuts a `TokenStream` into `batch_size` rows and yields `Window`s over them.
+
+    The rows are a (B, L) view of the stream (no copy); each window copies out its own (T, B)
+    slice, so memory per step is O(B*T) whatever the length of the stream.
+    """
 
     def __init__(self, stream: TokenStream, batch_size: int, bptt: int) -> None:
         if batch_size < 1 or bptt < 1:
@@ -89,14 +119,17 @@ class StreamBatcher:
         self.batch_size = max(1, min(batch_size, (len(stream) - 1) // bptt))
         self.bptt = bptt
         self.row_length = (len(stream) - 1) // self.batch_size  # L
-        used = self.batch_size * self.row_length
+        self.stream = stream
         rows, length = self.batch_size, self.row_length
-        # (L, B) views: column i is row i. Targets are inputs shifted by one token, so the last
-        # target of row i is the first input of row i+1.
-        self.inputs = stream.tokens[:used].view(rows, length).t().contiguous()
-        self.targets = stream.tokens[1 : used + 1].view(rows, length).t().contiguous()
-        self.resets = stream.starts[:used].view(rows, length).t().contiguous()
-        self.loss_mask = ~stream.starts[1 : used + 1].view(rows, length).t().contiguous()
+        used = rows * length
+        # (B, L) views: row i is tokens [i*L, (i+1)*L). Targets are inputs shifted by one
+        # token, so the last target of row i is the first input of row i+1.
+        self._inputs = stream.tokens[:used].reshape(rows, length)
+        self._targets = stream.tokens[1 : used + 1].reshape(rows, length)
+        # Resets where an input starts a document; masked losses where a target does. Each as
+        # (column, row) pairs sorted by column, so a window finds its own with a binary search.
+        self._resets = _by_column(stream.starts, used, length)
+        self._masked = _by_column(stream.starts - 1, used, length)
 
     def epoch_shift(self, epoch: int, seed: int) -> int:
         """Length cut from the first window of `epoch`: 0 <= shift < bptt, fixed by the seed."""
@@ -113,17 +146,25 @@ class StreamBatcher:
     def windows(self, epoch: int = 0, seed: int = 0, start: int = 0) -> Iterator[Window]:
         """The windows of one epoch, beginning with the window that starts at `start`."""
         bounds = self.window_starts(epoch, seed) + [self.row_length]
-        for begin, end in pairwise(bounds):
+        release_every = max(1, _RELEASE_PAGES // self.batch_size)
+        for count, (begin, end) in enumerate(pairwise(bounds)):
             if begin < start:
                 continue
-            yield Window(
-                inputs=self.inputs[begin:end],
-                targets=self.targets[begin:end],
-                resets=self.resets[begin:end],
-                loss_mask=self.loss_mask[begin:end],
-                start=begin,
-                epoch=epoch,
-            )
+            if count % release_every == release_every - 1:
+                self.stream.release()
+            yield self.window(begin, end, epoch)
+
+    def window(self, begin: int, end: int, epoch: int = 0) -> Window:
+        """Columns [begin, end) of every row, as (T, B) tensors."""
+        shape = (end - begin, self.batch_size)
+        return Window(
+            inputs=_columns(self._inputs, begin, end),
+            targets=_columns(self._targets, begin, end),
+            resets=_flags(self._resets, begin, end, shape),
+            loss_mask=~_flags(self._masked, begin, end, shape),
+            start=begin,
+            epoch=epoch,
+        )
 
     def windows_per_epoch(self, epoch: int = 0, seed: int = 0) -> int:
         return len(self.window_starts(epoch, seed))
@@ -131,3 +172,26 @@ class StreamBatcher:
     @property
     def tokens_per_epoch(self) -> int:
         return self.batch_size * self.row_length
+
+
+def _columns(rows: np.ndarray, begin: int, end: int) -> torch.Tensor:
+    """(T, B) int64 copy of columns [begin, end) of a (B, L) array."""
+    return torch.from_numpy(np.ascontiguousarray(rows[:, begin:end].T, dtype=np.int64))
+
+
+def _by_column(positions: np.ndarray, used: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, rows) of the stream positions inside [0, used), sorted by column."""
+    inside = positions[(positions >= 0) & (positions < used)]
+    columns, rows = inside % length, inside // length
+    order = np.argsort(columns, kind="stable")
+    return columns[order], rows[order]
+
+
+def _flags(
+    by_column: tuple[np.ndarray, np.ndarray], begin: int, end: int, shape: tuple[int, int]
+) -> torch.Tensor:
+    columns, rows = by_column
+    low, high = np.searchsorted(columns, [begin, end])
+    flags = torch.zeros(shape, dtype=torch.bool)
+    flags[torch.from_numpy(columns[low:high] - begin), torch.from_numpy(rows[low:high])] = True
+    return flags

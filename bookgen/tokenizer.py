@@ -250,6 +250,26 @@ class WordTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(unwrap_hard_wrapped(text)).ids
 
+    def encode_long(self, text: str, piece_chars: int = 1 << 20) -> tuple[list[int], int]:
+        """(encode(text), unknown_chars(text)) of a long text, in parallel pieces.
+
+        The text is unwrapped whole (the decision is the text's), then cut just before a
+        non-space character that follows a space: no word, and no run of line ends (one <p>),
+        spans a cut, so the pieces' ids end to end are the whole text's.
+        """
+        text = unwrap_hard_wrapped(text)
+        pieces, begin = [], 0
+        while begin < len(text):
+            end = _cut_after_space(text, begin + piece_chars)
+            pieces.append(text[begin:end])
+            begin = end
+        ids, unknown = [], 0
+        for encoding in self._tokenizer.encode_batch(pieces):
+            ids += encoding.ids
+            pairs = zip(encoding.ids, encoding.offsets, strict=True)
+            unknown += sum(b - a for token_id, (a, b) in pairs if token_id == UNK_ID)
+        return ids, unknown
+
     def decode(self, ids: Sequence[int]) -> str:
         decoder = self.stream_decoder()
         return "".join(map(decoder.push, ids)) + decoder.flush()
@@ -308,6 +328,15 @@ def unwrap_hard_wrapped(text: str) -> str:
     if width < 60 or near < 0.85:
         return text
     return _WRAPPED_LINE_END.sub(" ", text)
+
+
+_SPACE_THEN_TEXT = re.compile(r"(?<=\s)\S")
+
+
+def _cut_after_space(text: str, position: int) -> int:
+    """The first position at or after `position` where a non-space follows a space, or the end."""
+    found = _SPACE_THEN_TEXT.search(text, position)
+    return found.start() if found else len(text)
 
 
 def _pieces(tokenizer: HFTokenizer, text: str) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import math
 import signal
 import threading
@@ -28,13 +27,14 @@ from bookgen.context import (
     precision_cache_key,
     resolve_device,
 )
-from bookgen.corpus import Document
+from bookgen.corpus import BookFile, Document
 from bookgen.errors import BookgenError
 from bookgen.metrics import bits_per_char, evaluate, token_nats
 from bookgen.model import ModelConfig, RecurrentLM, State, detach_state
 from bookgen.sampler import TextGenerator
 from bookgen.streams import StreamBatcher, TokenStream, Window
-from bookgen.tokenizer import CharTokenizer, Tokenizer
+from bookgen.tokencache import split_point, tokenize_corpus
+from bookgen.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,16 @@ class Notice:
     message: str
 
 
-Event = Started | Stepped | Evaluated | Saved | Notice
+@dataclass
+class Tokenizing:
+    """Reading the books into the token cache (not sent when the cache already holds them)."""
+
+    stage: str  # "hashing" and "reading" count bytes, "tokenizing" characters
+    done: int
+    total: int
+
+
+Event = Started | Stepped | Evaluated | Saved | Notice | Tokenizing
 
 
 @dataclass
@@ -163,50 +172,36 @@ class PreparedData:
 
 def split_document(text: str, val_fraction: float) -> tuple[str, str]:
     """The last `val_fraction` of a document's characters are held out (nanoGPT's split)."""
-    cut = int(len(text) * (1 - val_fraction))
+    cut = split_point(len(text), val_fraction)
     return text[:cut], text[cut:]
 
 
-def build_tokenizer(train_texts: Sequence[str], config: TrainConfig) -> Tokenizer:
+def tokenizer_settings(config: TrainConfig) -> dict:
+    """What the tokenizer is built with (from the training parts); part of the cache key."""
     if config.level == "word":
-        from bookgen.tokenizer import WordTokenizer
-
-        return WordTokenizer.build(
-            train_texts, config.vocab_size, config.min_count, config.lowercase
+        return dict(
+            level="word",
+            vocab_size=config.vocab_size,
+            min_count=config.min_count,
+            lowercase=config.lowercase,
         )
-    return CharTokenizer.build(train_texts)
+    return {"level": "char"}
 
 
 def prepare_data(
-    documents: Sequence[Document], config: TrainConfig, tokenizer: Tokenizer | None = None
+    documents: Sequence[Document | BookFile],
+    config: TrainConfig,
+    tokenizer: Tokenizer | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> PreparedData:
-    """Split each book, build the vocabulary from the training parts (unless given), encode."""
-    splits = [split_document(d.text, config.val_fraction) for d in documents]
-    train_texts = [t for t, _ in splits]
-    val_texts = [v for _, v in splits if v]
-    tokenizer = tokenizer or build_tokenizer(train_texts, config)
-    train = TokenStream.from_documents(
-        [tokenizer.encode(t) for t in train_texts], sum(map(len, train_texts))
-    )
-    if not val_texts or sum(map(len, val_texts)) < 2:
-        raise BookgenError("the text is too short to hold out a validation part")
-    val = TokenStream.from_documents(
-        [tokenizer.encode(t) for t in val_texts],
-        sum(map(len, val_texts)),
-        sum(tokenizer.unknown_chars(t) for t in val_texts),
-    )
-    corpus = {
-        "documents": [
-            {
-                "name": d.name,
-                "chars": d.chars,
-                "sha256": hashlib.sha256(d.text.encode("utf-8")).hexdigest(),
-            }
-            for d in documents
-        ],
-        "val_fraction": config.val_fraction,
-    }
-    return PreparedData(tokenizer, train, val, corpus)
+    """Split each book, build the vocabulary from the training parts (unless given), encode.
+
+    Through the token cache: a second run on the same books reads the tokens from disk.
+    """
+    settings = tokenizer_settings(config)
+    data = tokenize_corpus(documents, settings, tokenizer, config.val_fraction, on_progress)
+    corpus = {"documents": data.documents, "val_fraction": config.val_fraction}
+    return PreparedData(data.tokenizer, data.train, data.val, corpus)
 
 
 # --- one step ----------------------------------------------------------------------------------
@@ -282,7 +277,9 @@ class Trainer:
         if manifest is None:
             ckpt.check_out(self.out, force)  # refuse early; nothing is removed until all is checked
         saved_tokenizer = ckpt.load_tokenizer(self.out, manifest) if manifest else None
-        self.data = prepare_data(documents, config, saved_tokenizer)
+        self.data = prepare_data(
+            documents, config, saved_tokenizer, lambda *done: self.emit(Tokenizing(*done))
+        )
         if manifest is not None:
             _check_same_books(manifest["corpus"], self.data.corpus)
         torch.manual_seed(config.seed)
@@ -511,12 +508,14 @@ class Trainer:
 
     def _estimate_eval_seconds(self) -> float:
         """Time one validation window to budget the evaluations that must fit in --minutes."""
-        windows = list(self.val_batcher.windows())
-        if not windows:
+        # One window only: a list of them all would hold the whole stream as int64 tensors.
+        first = next(self.val_batcher.windows(), None)
+        if first is None:
             return 0.0
+        windows = range(self.val_batcher.windows_per_epoch())
         self.model.eval()
         state = self.model.init_state(self.val_batcher.batch_size, self.context.device)
-        inputs = windows[0].inputs.to(self.context.device)
+        inputs = first.inputs.to(self.context.device)
         with torch.no_grad(), self.context.autocast():
             self.model(inputs, state)  # warm-up
             begin = time.perf_counter()

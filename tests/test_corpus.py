@@ -10,6 +10,7 @@ import re
 import sqlite3
 import struct
 import sys
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -584,3 +585,98 @@ def test_sherlock_holmes():
     assert not document.gutenberg_stripped
     assert document.text.startswith("To Sherlock Holmes she is always THE woman.")
     assert "\r" not in document.text
+
+
+# --- reading in chunks -----------------------------------------------------------------------
+
+GUTENBERG = (
+    "The Project Gutenberg eBook of X\r\n\r\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\r\n"
+    "\r\n   \r\n  Chapter 1\r\n\r\nCafe\u0301 \u201cno\u201d\x07 end.  \r\n\r\n"
+    "*** END OF THE PROJECT GUTENBERG EBOOK X ***\r\nlicence \u00a7\r\n"
+)
+
+
+def _read_in_chunks(path: Path, chunk_bytes: int):
+    from bookgen.corpus import book_text, scan_book
+
+    scan = scan_book(path, chunk_bytes)
+    return scan, "".join(book_text(path, scan, chunk_bytes))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 7, 64, 1 << 20])
+@pytest.mark.parametrize(
+    "data",
+    [
+        GUTENBERG.encode("utf-8"),
+        GUTENBERG.encode("utf-8-sig"),
+        GUTENBERG.encode("utf-16"),
+        GUTENBERG.encode("utf-16-le"),
+        GUTENBERG.encode("utf-32"),
+        GUTENBERG.encode("windows-1252", "replace"),
+        GUTENBERG.replace("\r\n", "\x85").encode("latin-1", "replace"),
+        _sprinkle_nuls((EXPECTED * 3).encode("utf-8"), 0.05),
+        b"\n\n  \n\r\n",  # blank: refused either way
+        b"*** END OF THE PROJECT GUTENBERG EBOOK Y ***\nonly licence\n",
+        b"no line end at all, and trailing space   ",
+    ],
+)
+def test_reading_in_chunks_gives_read_documents_text(data: bytes, chunk_bytes: int, tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BookgenWarning)
+        try:
+            document = read_document(path)
+        except BookgenError as error:
+            with pytest.raises(BookgenError, match=str(error).split("(")[0].split(": ")[-1]):
+                _read_in_chunks(path, chunk_bytes)
+            return
+        scan, text = _read_in_chunks(path, chunk_bytes)
+    assert text == document.text
+    assert (scan.encoding, scan.gutenberg_stripped) == (
+        document.encoding,
+        document.gutenberg_stripped,
+    )
+    assert scan.chars == document.chars and set(document.text) <= set(scan.characters)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "a",
+                "é",
+                "e\u0301",
+                "\r",
+                "\n",
+                "\r\n",
+                " ",
+                "\t",
+                "\x00",
+                "\x0c",
+                "\u2028",
+                "Ω",
+                "*** START OF THE PROJECT GUTENBERG EBOOK Z ***",
+                "END OF THE PROJECT GUTENBERG",
+            ]
+        ),
+        max_size=40,
+    ).map("".join),
+    st.integers(1, 9),
+)
+def test_reading_in_chunks_matches_on_any_text(text: str, chunk_bytes: int):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.txt"
+        path.write_bytes(text.encode("utf-8"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BookgenWarning)
+            try:
+                expected = read_document(path).text
+            except BookgenError:
+                with pytest.raises(BookgenError):
+                    _read_in_chunks(path, chunk_bytes)
+                return
+            assert _read_in_chunks(path, chunk_bytes)[1] == expected

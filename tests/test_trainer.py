@@ -11,7 +11,7 @@ from bookgen.checkpoint import load_checkpoint, read_metrics
 from bookgen.corpus import read_document
 from bookgen.errors import BookgenError
 from bookgen.streams import StreamBatcher, TokenStream
-from bookgen.trainer import Evaluated, Saved, Started, Stepped, split_document
+from bookgen.trainer import Evaluated, Saved, Started, Stepped, Tokenizing, split_document
 from tests.conftest import TINY_MODEL
 
 
@@ -20,7 +20,10 @@ def test_training_reports_events_and_learns(tiny_book: Path, tmp_path: Path):
     result = bookgen.train(
         tiny_book, tmp_path / "run", steps=60, eval_every=20, on_event=events.append, **TINY_MODEL
     )
-    assert isinstance(events[0], Started)
+    # Tokenizing progress first (the books go into the token cache), then training.
+    reading = [e for e in events if isinstance(e, Tokenizing)]
+    assert events[: len(reading)] == reading and reading[-1].done == reading[-1].total
+    assert isinstance(events[len(reading)], Started)
     steps = [e for e in events if isinstance(e, Stepped)]
     assert [e.step for e in steps] == list(range(1, 61))
     evals = [e for e in events if isinstance(e, Evaluated)]
@@ -65,7 +68,8 @@ def test_several_books_reset_the_state_and_skip_the_crossing(tmp_path: Path):
     options = dict(TINY_MODEL, bptt=10_000, seed=3, learning_rate=1e-2)
     first = []
     bookgen.train(books, out, steps=40, on_event=first.append, **options)
-    assert first[0].documents == ["a", "b"] and first[0].batch_size == 1
+    (started,) = [e for e in first if isinstance(e, Started)]
+    assert started.documents == ["a", "b"] and started.batch_size == 1
     saved = load_checkpoint(out, which="model")
     progress = saved.manifest["progress"]
     events = []
