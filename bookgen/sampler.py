@@ -68,14 +68,19 @@ DEFAULTS = SamplingSettings()
 def choose_token(
     logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator
 ) -> int:
-    """Draw one token id from 1-D `logits` (V,), never the unknown token."""
-    logits = logits.double().cpu().clone()  # float64: a tiny temperature must not round to 0
+    """Draw one token id from 1-D `logits` (V,), never the unknown token.
+
+    Per token this is a handful of tiny ops on V numbers, so each one is counted: at 65
+    characters their dispatch, not their arithmetic, is what costs.
+    """
+    # float64: a tiny temperature must not round to 0. A new tensor, so the caller's is kept.
+    logits = logits.to("cpu", torch.float64, copy=True)
     logits[UNK_ID] = float("-inf")
     if settings.temperature == 0:
         return int(torch.argmax(logits))
     # Shifted so the largest is 0 before dividing: a tiny temperature then gives -inf for the
     # rest (greedy in effect) rather than inf - inf = NaN.
-    logits = (logits - logits.max()) / settings.temperature
+    logits.sub_(logits.max()).div_(settings.temperature)
     if 0 < settings.top_k < logits.numel():
         kth = torch.topk(logits, settings.top_k).values[-1]
         logits[logits < kth] = float("-inf")
@@ -86,7 +91,10 @@ def choose_token(
         drop = torch.cumsum(sorted_probs, 0) - sorted_probs >= settings.top_p
         sorted_probs[drop] = 0
         probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    # What torch.multinomial(probs, 1) does for one sample (argmax of p / q with q ~ Exp(1),
+    # the Gumbel-max trick), without its checks: the same draws, at half the cost.
+    noise = torch.empty_like(probs).exponential_(generator=generator)
+    return int(torch.argmax(torch.div(probs, noise, out=noise)))
 
 
 @dataclass
@@ -101,6 +109,149 @@ class Primed:
         """A snapshot that later generation (which advances a Primed in place) cannot touch."""
         state = tuple(s.clone() for s in self.state)
         return Primed(state, self.logits.clone(), copy.deepcopy(self.decoder))
+
+
+# Layer 0's input projection is folded into a (V, G*H) table when that table is at most this many
+# times the size of W_ih itself: always for characters, never for a 30,000-word vocabulary, whose
+# table would take hundreds of megabytes and a long matrix product to build.
+FOLD_LIMIT = 4
+
+
+class StepKernel:
+    """A RecurrentLM in eval mode, one token at batch 1: its own logits, several times faster.
+
+    Sampling feeds the model one token at a time, where a call of nn.LSTM costs far more than
+    its arithmetic (on the CPU, oneDNN reorders the weights at every call). Here a step is a few
+    matrix-vector products into preallocated buffers, with every weight pre-transposed:
+
+        layer 0:   gates = table[token] + h_0 @ W_hh^T      table = emb @ W_ih^T + biases (V, G*H)
+        layer l:   gates = h_{l-1}' @ W_ih^T + bias + h_l @ W_hh^T                       (1, G*H)
+        output:    logits = h_last' @ W_out^T + b_out                                      (1, V)
+
+    G = 4 for an LSTM (gates i, f, g, o) and 3 for a GRU (r, z, n, whose b_hn stays with W_hn h
+    inside r * (W_hn h + b_hn)). Steps run in fp32, whatever precision the model trained in.
+    The weights are copied as they are when the kernel is built: `matches` tells whether the
+    model's still are (a model under training moves on).
+    """
+
+    def __init__(self, model: RecurrentLM, fold: bool | None = None) -> None:
+        config = model.config
+        self.cell, self.layers = config.cell, config.layers
+        self.hidden_size, self.vocab_size = config.hidden_size, config.vocab_size
+        self.version = self.weights_version(model)
+        if fold is None:
+            fold = config.vocab_size <= FOLD_LIMIT * config.embed_size
+        hidden = self.hidden_size
+        self.input_weights, self.input_biases = [], []  # W_ih^T (in, G*H); (G*H,)
+        self.hidden_weights, self.hidden_biases = [], []  # W_hh^T (H, G*H); GRU: (G*H,)
+        for layer in model.layers:
+            w_ih, w_hh, b_ih, b_hh = (
+                getattr(layer, f"{name}_l0").detach().float()
+                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            )
+            if self.cell == "lstm":
+                self.input_biases.append(b_ih + b_hh)
+                self.hidden_biases.append(None)
+            else:  # b_hr and b_hz add to the input side; b_hn must stay inside r * (...)
+                self.input_biases.append(
+                    torch.cat([b_ih[: 2 * hidden] + b_hh[: 2 * hidden], b_ih[2 * hidden :]])
+                )
+                self.hidden_biases.append(
+                    torch.cat([torch.zeros_like(b_hh[: 2 * hidden]), b_hh[2 * hidden :]])
+                )
+            self.input_weights.append(w_ih.t().contiguous())
+            self.hidden_weights.append(w_hh.t().contiguous())
+        embedding = model.embedding.weight.detach().float()
+        self.table = self.embedding = None
+        if fold:  # (V, G*H): token -> layer 0's input gates, biases included
+            self.table = torch.addmm(self.input_biases[0], embedding, self.input_weights[0])
+        else:
+            self.embedding = embedding.contiguous()
+        self.output_weight = model.output.weight.detach().float().t().contiguous()  # (H, V)
+        self.output_bias = model.output.bias.detach().float()
+
+    @staticmethod
+    def weights_version(model: RecurrentLM) -> tuple:
+        """Changes whenever a weight the kernel reads does: replaced, or updated in place."""
+        tensors = [model.embedding.weight, model.output.weight, model.output.bias]
+        for layer in model.layers:
+            tensors += [
+                getattr(layer, f"{n}_l0") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            ]
+        return tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+
+    def matches(self, model: RecurrentLM) -> bool:
+        return self.version == self.weights_version(model)
+
+    def slot(self) -> Slot:
+        """Buffers for one step's results and its scratch work."""
+        return Slot(self)
+
+    def step(self, token: int, state: State, out: Slot) -> None:
+        """Read `token` after `state` (fp32, (layers, 1, H) each): the new state and the logits
+        go to `out`, which must not hold `state`."""
+        below = None  # the layer below's new h (1, H)
+        for index in range(self.layers):
+            gates = self._gates(index, token, state[0][index], below, out)
+            if self.cell == "lstm":
+                below = self._lstm(gates, state[1][index], out, index)
+            else:
+                below = self._gru(gates, state[0][index], out, index)
+        torch.addmm(self.output_bias, below, self.output_weight, out=out.logits_row)
+
+    def _gates(self, index, token, h, below, out) -> torch.Tensor:
+        """LSTM: all the pre-activations, input and hidden side; GRU: the input side only."""
+        if index == 0 and self.table is not None:
+            if self.cell == "gru":
+                return self.table[token]  # (G*H,), read only
+            return torch.addmm(self.table[token], h, self.hidden_weights[0], out=out.gates)
+        x = below if index > 0 else self.embedding[token : token + 1]
+        gates = torch.addmm(self.input_biases[index], x, self.input_weights[index], out=out.gates)
+        if self.cell == "lstm":
+            gates.addmm_(h, self.hidden_weights[index])
+        return gates
+
+    def _lstm(self, gates, c, out, index) -> torch.Tensor:
+        hidden = self.hidden_size
+        gates[..., : 2 * hidden].sigmoid_()  # i, f
+        gates[..., 2 * hidden : 3 * hidden].tanh_()  # g
+        gates[..., 3 * hidden :].sigmoid_()  # o
+        i, f, g, o = gates.split(hidden, dim=-1)
+        c_new = torch.mul(c, f, out=out.state[1][index]).addcmul_(i, g)
+        return torch.tanh(c_new, out=out.state[0][index]).mul_(o)
+
+    def _gru(self, input_gates, h, out, index) -> torch.Tensor:
+        hidden = self.hidden_size
+        hidden_gates = torch.addmm(
+            self.hidden_biases[index], h, self.hidden_weights[index], out=out.hidden_gates
+        )
+        rz = torch.add(
+            input_gates[..., : 2 * hidden], hidden_gates[..., : 2 * hidden], out=out.rz
+        ).sigmoid_()
+        r, z = rz.split(hidden, dim=-1)
+        n = torch.addcmul(
+            input_gates[..., 2 * hidden :], r, hidden_gates[..., 2 * hidden :], out=out.new_gate
+        ).tanh_()
+        # h' = (1 - z) n + z h, written as nn.GRU's CPU kernel does: n + z (h - n)
+        return torch.sub(h, n, out=out.state[0][index]).mul_(z).add_(n)
+
+
+class Slot:
+    """What one step writes: the state after the token, the logits, and scratch buffers."""
+
+    def __init__(self, kernel: StepKernel) -> None:
+        device = kernel.output_weight.device
+        shape = (kernel.layers, 1, kernel.hidden_size)
+        count = 2 if kernel.cell == "lstm" else 1
+        self.state: State = tuple(torch.empty(shape, device=device) for _ in range(count))
+        self.logits_row = torch.empty(1, kernel.vocab_size, device=device)
+        self.logits = self.logits_row[0]  # (V,), the same memory
+        gates = (4 if kernel.cell == "lstm" else 3) * kernel.hidden_size
+        self.gates = torch.empty(1, gates, device=device)
+        if kernel.cell == "gru":
+            self.hidden_gates = torch.empty(1, gates, device=device)
+            self.rz = torch.empty(1, 2 * kernel.hidden_size, device=device)
+            self.new_gate = torch.empty(1, kernel.hidden_size, device=device)
 
 
 class TextGenerator:
@@ -118,6 +269,7 @@ class TextGenerator:
         self.context = context or RunContext(next(model.parameters()).device)
         self.checkpoint = checkpoint
         self.device = self.context.device
+        self._kernel: StepKernel | None = None
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, context: RunContext) -> TextGenerator:
@@ -152,26 +304,37 @@ class TextGenerator:
             logits, state = self.model(tokens, state)
         return Primed(state, logits[-1, 0].float(), decoder)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def stream(
         self, primed: Primed, settings: SamplingSettings, generator: torch.Generator
     ) -> Iterator[str]:
         """Yield `settings.length` tokens' text one at a time; `primed` is advanced in place.
 
         Each token is read into the state *before* its text is yielded, so a caller that stops
-        early (Ctrl-C in chat) holds the state after exactly the text it has shown.
+        early (Ctrl-C in chat) holds the state after exactly the text it has shown. Tokens are
+        read by a `StepKernel`, into two sets of buffers in turn: a step reads one and writes the
+        other, and `primed` moves to the new one only once the step is complete.
         """
         if primed.decoder is None:
             primed.decoder = self.tokenizer.stream_decoder()
-        for _ in range(settings.length):
+        kernel = self.step_kernel()
+        slots = (kernel.slot(), kernel.slot())
+        state = tuple(s.float() for s in primed.state)  # a bf16 forward may have left bf16
+        for index in range(settings.length):
             token = choose_token(primed.logits, settings, generator)
-            inputs = torch.tensor([[token]], device=self.device)
-            with self.context.autocast():
-                logits, primed.state = self.model(inputs, primed.state)
-            primed.logits = logits[-1, 0].float()
+            slot = slots[index % 2]
+            kernel.step(token, state, slot)
+            state = slot.state
+            primed.state, primed.logits = slot.state, slot.logits
             piece = primed.decoder.push(token)
             if piece:
                 yield piece
+
+    def step_kernel(self) -> StepKernel:
+        """The fast step for the model's weights as they are now (rebuilt when they change)."""
+        if self._kernel is None or not self._kernel.matches(self.model):
+            self._kernel = StepKernel(self.model)
+        return self._kernel
 
     def generate(
         self,
