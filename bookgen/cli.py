@@ -222,6 +222,14 @@ def train(
             rich_help_panel=MODEL,
         ),
     ] = None,
+    weight_drop: Annotated[
+        Optional[float],
+        typer.Option(
+            help="AWD-LSTM's weight drop: dropout on each layer's recurrent matrix, one mask "
+            "per window, while training. " + _default(ModelConfig, "weight_drop"),
+            rich_help_panel=MODEL,
+        ),
+    ] = None,
     vocab_size: Annotated[
         Optional[int],
         typer.Option(
@@ -332,8 +340,8 @@ def train(
 
     options = dict(
         minutes=minutes, steps=steps, epochs=epochs, level=level, cell=cell, layers=layers,
-        hidden_size=hidden, embed_size=embed, dropout=dropout, vocab_size=vocab_size,
-        min_count=min_count, lowercase=lowercase,
+        hidden_size=hidden, embed_size=embed, dropout=dropout, weight_drop=weight_drop,
+        vocab_size=vocab_size, min_count=min_count, lowercase=lowercase,
         embeddings=str(embeddings) if embeddings else None, batch_size=batch_size, bptt=bptt,
         learning_rate=lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
         val_fraction=val_fraction, seed=seed, device=device, precision=precision,
@@ -579,6 +587,79 @@ def chat(
 
     settings = SamplingSettings(length, temperature, top_k, top_p)
     raise typer.Exit(chat_main(checkpoint, random_seed, settings))
+
+
+# --- bookgen bench ---------------------------------------------------------------------------
+
+BENCH = "What is measured"
+
+
+@app.command()
+@clean_errors
+def bench(
+    hidden: Annotated[
+        int, typer.Option("--hidden", help="Hidden units per layer.", rich_help_panel=BENCH)
+    ] = 512,
+    layers: Annotated[int, typer.Option(help="Stacked layers.", rich_help_panel=BENCH)] = 2,
+    batch_size: Annotated[
+        int, typer.Option(help="B: batch rows (streams).", rich_help_panel=BENCH)
+    ] = 64,
+    bptt: Annotated[int, typer.Option(help="T: tokens per window.", rich_help_panel=BENCH)] = 128,
+    level: Annotated[
+        str,
+        typer.Option(
+            help="char (65 symbols) or word (20,000 words): the vocabulary size measured.",
+            rich_help_panel=BENCH,
+        ),
+    ] = "char",
+    cell: Annotated[str, typer.Option(help="lstm or gru.", rich_help_panel=BENCH)] = "lstm",
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")] = "auto",
+    seconds: Annotated[
+        float, typer.Option(help="Seconds timed per figure and round (two rounds).")
+    ] = 3.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+) -> None:
+    """Measure how fast bookgen trains and samples on this machine, in about a minute.
+
+    Times bookgen's training step in fp32 and bf16 autocast (and says which one --precision auto
+    would pick), the stock PyTorch recipe (one multi-layer fp32 nn.LSTM) on the same model as
+    the baseline, sampling at batch 1 (bookgen and the stock one-call-per-token loop), and the
+    machine's matrix-product peak with the share of it training reaches. Random tokens: speed
+    does not depend on the book. Run it on a quiet machine; other work beside it skews it.
+    """
+    import json
+
+    from bookgen.bench import BenchSettings, run_bench
+
+    settings = BenchSettings(hidden, layers, batch_size, bptt, level, cell, device, seconds)
+    if as_json:
+        print(json.dumps(run_bench(settings)))
+        return
+    with err.status("measuring") as status:
+        result = run_bench(settings, lambda stage: status.update(f"measuring {stage}"))
+    shape = f"{layers} x {hidden} {cell.upper()}, {level} level, B {batch_size}, T {bptt}"
+    table = Table(title=f"bookgen bench: {shape}, {result['machine']}")
+    for column in ("", "bookgen", "stock PyTorch", "ratio"):
+        table.add_column(column, justify="right" if column else "left")
+    r, stock = result, result["baseline_train_tokens_per_s"]
+    rows = [
+        ("training tok/s, fp32", r["train_tokens_per_s_fp32"], stock),
+        ("training tok/s, bf16", r["train_tokens_per_s_bf16"], stock),
+        ("sampling tok/s, batch 1", r["sample_tokens_per_s"], r["baseline_sample_tokens_per_s"]),
+    ]
+    for name, ours, theirs in rows:
+        if ours is None:
+            table.add_row(name, "does not run here", f"{theirs:,.0f}", "")
+        else:
+            table.add_row(name, f"{ours:,.0f}", f"{theirs:,.0f}", f"{ours / theirs:.2f}x")
+    Console().print(table)
+    Console().print(
+        f"--precision auto picks {result['precision']}. Matrix-product peak "
+        f"{result['peak_gflops']:,.0f} GFLOP/s in {result['precision']}; training reaches "
+        f"{result['training_gflops']:,.0f} ({result['utilization']:.0%})."
+    )
 
 
 def main() -> None:

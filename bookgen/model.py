@@ -12,6 +12,7 @@ from itertools import pairwise
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from bookgen.errors import BookgenError
 
@@ -31,6 +32,10 @@ class ModelConfig:
     embed_size: int | None = None  # None: the same as hidden_size, so the weights can be tied
     dropout: float = 0.25  # locked dropout; measured: better at 10 minutes, a little worse at 1
     tie_weights: bool = True  # share embedding and output weights when embed == hidden
+    # AWD-LSTM's weight drop: dropout on the recurrent matrix weight_hh, one mask per window
+    # (training only). Applied to the weight before the fused nn.LSTM/GRU call, so the fast
+    # oneDNN/cuDNN kernel is kept.
+    weight_drop: float = 0.0
 
     def __post_init__(self) -> None:
         if self.embed_size is None:
@@ -44,6 +49,8 @@ class ModelConfig:
                 raise BookgenError(f"{name} must be at least 1")
         if not 0.0 <= self.dropout < 1.0:
             raise BookgenError(f"dropout must be in [0, 1), not {self.dropout}")
+        if not 0.0 <= self.weight_drop < 1.0:
+            raise BookgenError(f"weight drop must be in [0, 1), not {self.weight_drop}")
 
     @property
     def tied(self) -> bool:
@@ -148,10 +155,18 @@ class RecurrentLM(nn.Module):
         return (torch.cat(outputs) if len(outputs) > 1 else outputs[0]), state
 
     def _step(self, layer: nn.Module, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        if self.training and self.config.weight_drop > 0:
+            # The layer runs with a dropped-out copy of its recurrent matrix; the parameter
+            # itself is untouched and gets the gradient through the copy. (AWD-LSTM patched
+            # nn.LSTM's internals for this, which broke on later PyTorch releases.)
+            dropped = nn.functional.dropout(layer.weight_hh_l0, self.config.weight_drop)
+            run = lambda *args: functional_call(layer, {"weight_hh_l0": dropped}, args)  # noqa: E731
+        else:
+            run = layer
         if self.config.cell == "lstm":
-            out, (h, c) = layer(x, state)
+            out, (h, c) = run(x, state)
             return out, (h, c)
-        out, h = layer(x, state[0])
+        out, h = run(x, state[0])
         return out, (h,)
 
     def parameter_count(self) -> int:

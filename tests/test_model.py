@@ -166,3 +166,26 @@ def test_parameter_names():
         "output.weight",
         "output.bias",
     }
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_weight_drop_masks_the_recurrent_matrix_while_training_only(cell):
+    torch.manual_seed(0)
+    plain = RecurrentLM(ModelConfig(vocab_size=20, cell=cell, hidden_size=16, dropout=0.0))
+    config = ModelConfig(vocab_size=20, cell=cell, hidden_size=16, dropout=0.0, weight_drop=0.5)
+    dropped = RecurrentLM(config)
+    dropped.load_state_dict(plain.state_dict())
+    tokens = torch.randint(0, 20, (12, 3))
+    reference, _ = plain.eval()(tokens, plain.init_state(3))
+    evaluated, _ = dropped.eval()(tokens, dropped.init_state(3))
+    assert torch.equal(reference, evaluated)  # evaluation reads the whole matrix
+    before = dropped.layers[0].weight_hh_l0.detach().clone()
+    trained, _ = dropped.train()(tokens, dropped.init_state(3))
+    assert not torch.allclose(trained, reference)
+    # The first step reads only the input side (the state is zero): the same as without drop.
+    assert torch.allclose(trained[0], reference[0], atol=1e-6)
+    trained.sum().backward()
+    assert torch.equal(dropped.layers[0].weight_hh_l0.detach(), before)  # the parameter is kept
+    assert dropped.layers[0].weight_hh_l0.grad.abs().sum() > 0  # and learns through the copy
+    with pytest.raises(BookgenError, match=r"weight drop must be in \[0, 1\)"):
+        ModelConfig(vocab_size=20, weight_drop=1.0)
