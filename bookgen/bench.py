@@ -1,0 +1,310 @@
+"""`bookgen bench`: how fast bookgen trains and samples on this machine, against the stock recipe.
+
+Everything is measured here, in one run, on random tokens of the chosen shape (speed does not
+depend on what the weights have learned):
+
+- training tokens/s of bookgen's own step (`trainer.train_step`) in fp32 and, where it runs, bf16
+  autocast, and the precision `--precision auto` would pick from those two figures;
+- the baseline: the stock PyTorch recipe on the same model (one multi-layer fp32 `nn.LSTM`,
+  embedding and tied linear output, dropout as bookgen's, AdamW, gradient clipping: PyTorch's
+  `word_language_model` example with bookgen's optimizer);
+- sampling tokens/s at batch 1: bookgen's `TextGenerator.generate` against the stock loop (one
+  `nn.LSTM` call per token, softmax, `torch.multinomial`);
+- the machine's matrix-product peak (GFLOP/s of a square matmul, in the precision picked) and the
+  share of it training reaches.
+
+Each figure is the best of `rounds` rounds, the candidates timed in turn within a round, so a
+burst of other work slows one round rather than one candidate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from bookgen.context import BF16_MARGIN, RunContext, bf16_runs, machine_name, resolve_device
+from bookgen.errors import BookgenError
+from bookgen.model import ModelConfig, RecurrentLM
+from bookgen.sampler import TextGenerator
+from bookgen.streams import Window
+from bookgen.tokenizer import CharTokenizer
+from bookgen.trainer import TrainConfig, make_optimizer, train_step
+
+# The vocabulary each level is measured with: a book's characters, and bookgen's default number
+# of words kept.
+VOCAB = {"char": 65, "word": TrainConfig.vocab_size}
+DROPOUT = ModelConfig.dropout  # the stock model drops out as much as bookgen's default
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    hidden_size: int = 512
+    layers: int = 2
+    batch_size: int = 64
+    bptt: int = 128
+    level: str = "char"
+    cell: str = "lstm"
+    device: str = "auto"
+    seconds: float = 3.0  # timed per candidate and round
+    rounds: int = 2
+
+    def __post_init__(self) -> None:
+        if self.level not in VOCAB:
+            raise BookgenError(f"--level must be char or word, not {self.level!r}")
+        if self.cell not in ("lstm", "gru"):
+            raise BookgenError(f"--cell must be lstm or gru, not {self.cell!r}")
+        for name in ("hidden_size", "layers", "batch_size", "bptt", "rounds"):
+            if getattr(self, name) < 1:
+                raise BookgenError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.seconds <= 0:
+            raise BookgenError(f"--seconds must be more than 0, not {self.seconds}")
+
+    @property
+    def vocab_size(self) -> int:
+        return VOCAB[self.level]
+
+
+def _rate(work: Callable[[], int], seconds: float, device: torch.device) -> float:
+    """Units per second of `work` (which returns how many units it did), after one warm-up."""
+    work()
+    _sync(device)
+    done, begin = 0, time.perf_counter()
+    while True:
+        done += work()
+        _sync(device)
+        elapsed = time.perf_counter() - begin
+        if elapsed >= seconds:
+            return done / elapsed
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best(candidates: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, measure in candidates.items():
+            best[name] = max(best.get(name, 0.0), measure())
+    return best
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def random_window(settings: BenchSettings, generator: torch.Generator) -> Window:
+    shape = (settings.bptt + 1, settings.batch_size)
+    tokens = torch.randint(1, settings.vocab_size, shape, generator=generator)
+    flags = torch.zeros(shape[0] - 1, shape[1], dtype=torch.bool)
+    return Window(tokens[:-1], tokens[1:], flags, ~flags, start=0, epoch=0)
+
+
+class StockLM(nn.Module):
+    """The stock recipe's model: embedding, one multi-layer nn.LSTM/GRU, tied linear output."""
+
+    def __init__(self, settings: BenchSettings) -> None:
+        super().__init__()
+        vocab, hidden = settings.vocab_size, settings.hidden_size
+        rnn_class = nn.LSTM if settings.cell == "lstm" else nn.GRU
+        self.embedding = nn.Embedding(vocab, hidden)
+        self.drop = nn.Dropout(DROPOUT)
+        dropout = DROPOUT if settings.layers > 1 else 0.0
+        self.rnn = rnn_class(hidden, hidden, settings.layers, dropout=dropout)
+        self.output = nn.Linear(hidden, vocab)
+        self.output.weight = self.embedding.weight
+
+    def forward(self, tokens, state):
+        out, state = self.rnn(self.drop(self.embedding(tokens)), state)
+        return self.output(self.drop(out)), state
+
+    def init_state(self, device):
+        shape = (self.rnn.num_layers, 1, self.rnn.hidden_size)
+        zeros = lambda: torch.zeros(shape, device=device)  # noqa: E731
+        return (zeros(), zeros()) if isinstance(self.rnn, nn.LSTM) else zeros()
+
+
+def stock_trainer(settings: BenchSettings, device: torch.device) -> Callable[[], int]:
+    """One fp32 step of the stock recipe per call; returns the tokens it trained on."""
+    model = StockLM(settings).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    window = random_window(settings, torch.Generator().manual_seed(0))
+    inputs, targets = window.inputs.to(device), window.targets.to(device)
+    zeros = torch.zeros(settings.layers, settings.batch_size, settings.hidden_size, device=device)
+    state = [(zeros, zeros) if settings.cell == "lstm" else zeros]
+
+    def step() -> int:
+        logits, new_state = model(inputs, state[0])
+        loss = nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        detached = tuple(s.detach() for s in new_state) if settings.cell == "lstm" else None
+        state[0] = detached if detached is not None else new_state.detach()
+        return inputs.numel()
+
+    return step
+
+
+def bookgen_model(settings: BenchSettings, device: torch.device) -> RecurrentLM:
+    config = ModelConfig(
+        vocab_size=settings.vocab_size,
+        cell=settings.cell,
+        layers=settings.layers,
+        hidden_size=settings.hidden_size,
+    )
+    return RecurrentLM(config).to(device)
+
+
+def bookgen_trainer(
+    settings: BenchSettings, device: torch.device, precision: str
+) -> Callable[[], int]:
+    """One step of bookgen's own training step per call, in `precision`."""
+    model = bookgen_model(settings, device)
+    optimizer = make_optimizer(model, TrainConfig(steps=1))
+    context = RunContext(device, precision)
+    window = random_window(settings, torch.Generator().manual_seed(0))
+    state = [model.init_state(settings.batch_size, device)]
+
+    def step() -> int:
+        _, state[0], _ = train_step(model, optimizer, window, state[0], context, 1.0)
+        return window.inputs.numel()
+
+    return step
+
+
+def flops_per_training_token(settings: BenchSettings) -> float:
+    """Multiply-adds x 2 of one token's forward (gates of every layer, the output layer), x 3 for
+    forward and backward. The embedding lookup is free."""
+    gates = 4 if settings.cell == "lstm" else 3
+    hidden = settings.hidden_size
+    recurrent = settings.layers * 2 * gates * hidden * (hidden + hidden)
+    output = 2 * hidden * settings.vocab_size
+    return 3.0 * (recurrent + output)
+
+
+# --- sampling ------------------------------------------------------------------------------
+
+
+def stock_sampler(
+    settings: BenchSettings, device: torch.device, tokens: int = 200
+) -> Callable[[], int]:
+    """The stock loop: one nn.LSTM call per token, softmax, torch.multinomial."""
+    model = StockLM(settings).to(device).eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def run() -> int:
+        with torch.no_grad():
+            state = model.init_state(device)
+            token = torch.ones(1, 1, dtype=torch.long, device=device)
+            for _ in range(tokens):
+                logits, state = model(token, state)
+                probs = torch.softmax(logits[0, 0] / 0.8, dim=-1)
+                token = torch.multinomial(probs, 1, generator=generator).view(1, 1)
+        return tokens
+
+    return run
+
+
+def bookgen_sampler(
+    settings: BenchSettings, device: torch.device, tokens: int = 200
+) -> Callable[[], int]:
+    """bookgen's `generate` (the path `sample`, `chat` and the preview take), from a short seed."""
+    model = bookgen_model(settings, device).eval()
+    # Any tokenizer with the level's vocabulary size writes at the same speed.
+    symbols = [chr(0x4E00 + i) for i in range(settings.vocab_size - 1)]
+    writer = TextGenerator(model, CharTokenizer(symbols), RunContext(device))
+    seed = "".join(symbols[:4])
+    calls = [0]
+
+    def run() -> int:
+        calls[0] += 1
+        pieces = writer.generate(seed, length=tokens, temperature=0.8, random_seed=calls[0])
+        for _ in pieces:
+            pass
+        return tokens
+
+    return run
+
+
+# --- the machine ---------------------------------------------------------------------------
+
+
+def matmul_peak_gflops(
+    device: torch.device, precision: str, seconds: float = 1.0, size: int = 1024
+) -> float:
+    """GFLOP/s of a square (size x size) matrix product: what the machine can do at best."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator).to(device, dtype)
+    b = torch.randn(size, size, generator=generator).to(device, dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+
+    def work() -> int:
+        torch.mm(a, b, out=out)
+        return 1
+
+    return _rate(work, seconds, device) * 2 * size**3 / 1e9
+
+
+# --- all of it -----------------------------------------------------------------------------
+
+
+def run_bench(settings: BenchSettings, on_progress: Callable[[str], None] | None = None) -> dict:
+    """Measure everything; returns the figures as one dict (what `bookgen bench --json` prints)."""
+    device = resolve_device(settings.device)
+    say = on_progress or (lambda _: None)
+    seconds = settings.seconds
+    precisions = ["fp32"] + (["bf16"] if bf16_runs(device.type, settings.cell) else [])
+
+    say("training")
+    trainers = {"stock fp32": stock_trainer(settings, device)}
+    for precision in precisions:
+        trainers[f"bookgen {precision}"] = bookgen_trainer(settings, device, precision)
+    train = _best(
+        {name: (lambda w=work: _rate(w, seconds, device)) for name, work in trainers.items()},
+        settings.rounds,
+    )
+    bf16 = train.get("bookgen bf16")
+    precision = (
+        "bf16" if bf16 is not None and bf16 >= BF16_MARGIN * train["bookgen fp32"] else "fp32"
+    )
+
+    say("sampling")
+    samplers = {
+        "stock": stock_sampler(settings, device),
+        "bookgen": bookgen_sampler(settings, device),
+    }
+    sample = _best(
+        {name: (lambda w=work: _rate(w, seconds, device)) for name, work in samplers.items()},
+        settings.rounds,
+    )
+
+    say("matrix-product peak")
+    peak = max(matmul_peak_gflops(device, precision) for _ in range(settings.rounds))
+    train_rate = train[f"bookgen {precision}"]
+    reached = train_rate * flops_per_training_token(settings) / 1e9
+    return {
+        "machine": machine_name(device),
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "settings": asdict(settings),
+        "precision": precision,
+        "train_tokens_per_s": round(train_rate, 1),
+        "train_tokens_per_s_fp32": round(train["bookgen fp32"], 1),
+        "train_tokens_per_s_bf16": round(bf16, 1) if bf16 is not None else None,
+        "baseline_train_tokens_per_s": round(train["stock fp32"], 1),
+        "train_speedup": round(train_rate / train["stock fp32"], 3),
+        "sample_tokens_per_s": round(sample["bookgen"], 1),
+        "baseline_sample_tokens_per_s": round(sample["stock"], 1),
+        "sample_speedup": round(sample["bookgen"] / sample["stock"], 3),
+        "peak_gflops": round(peak, 1),
+        "training_gflops": round(reached, 1),
+        "utilization": round(reached / peak, 4),
+    }
