@@ -35,8 +35,12 @@ def evaluate(
     batcher: StreamBatcher,
     context: RunContext,
     reset_every: int | None = None,
+    max_windows: int | None = None,
 ) -> float:
     """Mean nats per token over the whole stream, state carried from window to window.
+
+    `max_windows` reads only the first that many windows: the beginning of every row, which
+    are `batch_size` stretches spread evenly over the stream.
 
     `reset_every` N zeroes the state every N tokens of each row, as a model that only ever sees
     N tokens of context would read the text: the gap to the carried-state loss is what the
@@ -47,7 +51,9 @@ def evaluate(
     device = context.device
     state = model.init_state(batcher.batch_size, device)
     total, count = 0.0, 0
-    for window in batcher.windows():
+    for index, window in enumerate(batcher.windows()):
+        if max_windows is not None and index >= max_windows:
+            break
         resets = window.resets
         if reset_every is not None:
             positions = torch.arange(window.start, window.start + resets.size(0))

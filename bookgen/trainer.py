@@ -58,6 +58,9 @@ class TrainConfig:
     checkpoint_every: int = 200
     val_fraction: float = 0.1
     val_batch_size: int = 16
+    # Validation during training reads at most this many tokens (the start of each of its rows),
+    # so a huge corpus does not spend its budget evaluating; `bookgen eval` reads everything.
+    max_val_tokens: int = 2_000_000
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto | bf16 | fp32
@@ -74,6 +77,7 @@ class TrainConfig:
             if value is not None and value <= 0:
                 raise BookgenError(f"--{name} must be more than 0, not {value}")
         positive = ("batch_size", "bptt", "eval_every", "checkpoint_every", "val_batch_size")
+        positive += ("max_val_tokens",)
         for name in (*positive, "vocab_size", "min_count", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise BookgenError(f"--{name.replace('_', '-')} must be at least 1")
@@ -447,7 +451,9 @@ class Trainer:
 
     def _evaluate_and_save(self, lr: float, rate: float) -> None:
         p = self.progress
-        val_loss = evaluate(self.model, self.val_batcher, self.context)
+        val_loss = evaluate(
+            self.model, self.val_batcher, self.context, max_windows=self._val_windows()
+        )
         is_best = p.best_val_loss is None or val_loss < p.best_val_loss
         p.last_eval_step = p.step
         if is_best:
@@ -506,13 +512,19 @@ class Trainer:
             )
         )
 
+    def _val_windows(self) -> int:
+        """How many validation windows an evaluation reads: all, up to `max_val_tokens`."""
+        per_window = self.val_batcher.batch_size * self.config.bptt
+        cap = max(1, self.config.max_val_tokens // per_window)
+        return min(self.val_batcher.windows_per_epoch(), cap)
+
     def _estimate_eval_seconds(self) -> float:
         """Time one validation window to budget the evaluations that must fit in --minutes."""
         # One window only: a list of them all would hold the whole stream as int64 tensors.
         first = next(self.val_batcher.windows(), None)
         if first is None:
             return 0.0
-        windows = range(self.val_batcher.windows_per_epoch())
+        windows = range(self._val_windows())
         self.model.eval()
         state = self.model.init_state(self.val_batcher.batch_size, self.context.device)
         inputs = first.inputs.to(self.context.device)

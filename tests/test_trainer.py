@@ -168,3 +168,20 @@ def test_files_left_without_a_manifest_are_not_adopted(trained: Path, tiny_book:
     assert not (out / "model-0000999.safetensors").exists()
     assert (out / "tokenizer.json").read_text() == (trained / "tokenizer.json").read_text()
     assert "".join(bookgen.load(out).generate("It was", length=10, random_seed=1))
+
+
+def test_validation_during_training_reads_at_most_max_val_tokens(tiny_book: Path, tmp_path: Path):
+    from bookgen.corpus import open_corpus
+    from bookgen.metrics import evaluate
+    from bookgen.trainer import TrainConfig, Trainer
+
+    model = {k: v for k, v in TINY_MODEL.items() if k in ("hidden_size", "dropout")}
+    train = {k: v for k, v in TINY_MODEL.items() if k not in model}
+    config = TrainConfig(steps=10, eval_every=10, val_batch_size=2, max_val_tokens=40, **train)
+    trainer = Trainer(open_corpus([tiny_book]), model, config, tmp_path / "run")
+    result = trainer.run()
+    # 40 tokens = one window of 2 rows x 16: the start of both rows, not the whole stream.
+    assert trainer._val_windows() == 1 < trainer.val_batcher.windows_per_epoch()
+    first_window = evaluate(trainer.model, trainer.val_batcher, trainer.context, max_windows=1)
+    everything = evaluate(trainer.model, trainer.val_batcher, trainer.context)
+    assert result.metrics[-1]["val_loss"] == first_window != everything
