@@ -5,6 +5,7 @@ Shared by the trainer (its loss and validation) and `bookgen eval`, so both meas
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -51,9 +52,7 @@ def evaluate(
     device = context.device
     state = model.init_state(batcher.batch_size, device)
     total, count = 0.0, 0
-    for index, window in enumerate(batcher.windows()):
-        if max_windows is not None and index >= max_windows:
-            break
+    for window in itertools.islice(batcher.windows(), max_windows):
         resets = window.resets
         if reset_every is not None:
             positions = torch.arange(window.start, window.start + resets.size(0))

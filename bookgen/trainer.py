@@ -76,8 +76,14 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise BookgenError(f"--{name} must be more than 0, not {value}")
-        positive = ("batch_size", "bptt", "eval_every", "checkpoint_every", "val_batch_size")
-        positive += ("max_val_tokens",)
+        positive = (
+            "batch_size",
+            "bptt",
+            "eval_every",
+            "checkpoint_every",
+            "val_batch_size",
+            "max_val_tokens",
+        )
         for name in (*positive, "vocab_size", "min_count", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise BookgenError(f"--{name.replace('_', '-')} must be at least 1")
