@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bookgen import checkpoint as ckpt
+from bookgen import distributed
 from bookgen.catalog import resolve_inputs
 from bookgen.corpus import open_corpus
 from bookgen.errors import BookgenError
@@ -65,11 +66,25 @@ def train(
         train_options = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
         if not BUDGET & set(train_options):
             train_options["minutes"] = DEFAULT_MINUTES
+        # No --layers: a --minutes budget chooses 1 or 2 layers by the measured speed.
+        train_options.setdefault("auto_layers", "layers" not in model_options)
     config = TrainConfig(**train_options)
-    trainer = Trainer(
-        documents, model_options, config, out_path, on_event, force=force, resume=resume
-    )
-    return trainer.run()
+    # Started by torchrun: join the other processes (gloo on the CPU, NCCL on GPUs).
+    world = distributed.join(config.device)
+    try:
+        trainer = Trainer(
+            documents,
+            model_options,
+            config,
+            out_path,
+            on_event,
+            force=force,
+            resume=resume,
+            world=world,
+        )
+        return trainer.run()
+    finally:
+        distributed.leave(world)
 
 
 def _resumed_options(out: Path, options: dict) -> tuple[dict, dict]:

@@ -20,7 +20,7 @@ from bookgen.errors import BookgenError
 from bookgen.model import ModelConfig
 from bookgen.sampler import DEFAULTS as SAMPLING
 from bookgen.sampler import SamplingSettings
-from bookgen.trainer import TrainConfig
+from bookgen.trainer import TWO_LAYERS_FROM_EPOCHS, TrainConfig
 
 app = typer.Typer(
     help=(
@@ -56,10 +56,22 @@ def clean_errors(command):
         except BookgenError as error:
             if _show_tracebacks["on"]:
                 raise
-            err.print(Text.assemble(("error:", "bold red"), f" {error}"), soft_wrap=True)
+            # Under torchrun every process meets the same bad input: rank 0 says it once. Only
+            # a process that lost the others speaks for itself.
+            if _rank() == 0 or type(error).__name__ == "LostContact":
+                prefix = f"[rank {_rank()}] " if _rank() else ""
+                message = Text.assemble((f"{prefix}error:", "bold red"), f" {error}")
+                err.print(message, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _rank() -> int:
+    """This process's rank when torchrun started several (0 otherwise)."""
+    import os
+
+    return int(os.environ.get("RANK", "0") or 0)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -197,7 +209,11 @@ def train(
     layers: Annotated[
         Optional[int],
         typer.Option(
-            help="Stacked layers. " + _default(ModelConfig, "layers"), rich_help_panel=MODEL
+            help="Stacked layers. Not given, a character model with a --minutes budget gets 1 "
+            "or 2: it times one layer here, and takes 2 when one layer would read the text "
+            f"{TWO_LAYERS_FROM_EPOCHS:g} times or more in the budget (then capacity, not "
+            "speed, limits it). \\[default: 1, or 2 for a long budget]",
+            rich_help_panel=MODEL,
         ),
     ] = None,
     hidden: Annotated[
@@ -346,7 +362,8 @@ def train(
         learning_rate=lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
         val_fraction=val_fraction, seed=seed, device=device, precision=precision,
     )  # fmt: skip
-    display = _TrainDisplay(quiet)
+    rank = _rank()
+    display = _TrainDisplay(quiet or rank != 0)  # one progress display: rank 0's
     try:
         with display:
             result = run_training(
@@ -354,12 +371,15 @@ def train(
                 download_progress=display.on_download, **options,
             )  # fmt: skip
     except TrainingInterrupted as stop:
-        err.print(f"{stop}")
-        err.print(f"continue with: bookgen train {' '.join(paths)} --out {stop.out} --resume")
+        if rank == 0:
+            err.print(f"{stop}")
+            err.print(f"continue with: bookgen train {' '.join(paths)} --out {stop.out} --resume")
         raise typer.Exit(stop.exit_code) from None
     except KeyboardInterrupt:
         err.print("stopped at once; the last checkpoint saved is intact")
         raise typer.Exit(130) from None
+    if rank != 0:
+        return
     best = f"{result.best_val_loss:.4f}" if result.best_val_loss is not None else "n/a"
     err.print(f"saved to {result.out} (best validation loss {best} nats/token)")
     err.print(f"write with: bookgen sample --checkpoint {result.out} --seed 'Your text'")
@@ -420,6 +440,8 @@ class _TrainDisplay:
                 markup=False,
             )
             err.print(f"{event.device}, precision {event.precision_note}", markup=False)
+            if event.size_note:
+                err.print(event.size_note, markup=False)
             self._start()
             self.task = self.progress.add_task("train", total=1.0, info="")
         elif isinstance(event, t.Stepped):

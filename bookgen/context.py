@@ -202,7 +202,7 @@ def measure_speeds(
     best: dict[str, float | None] = {p: None for p in PRECISIONS}
     for _ in range(PROBE_ROUNDS):
         for precision in list(candidates):
-            rate = _time_steps(device, probe, precision, tokens_per_step)
+            rate = time_training(device, probe, precision, tokens_per_step)
             if rate is None:
                 candidates.remove(precision)
             elif best[precision] is None or rate > best[precision]:
@@ -212,7 +212,8 @@ def measure_speeds(
     return best
 
 
-def _time_steps(device: torch.device, probe: Probe, precision: str, tokens: int) -> float | None:
+def time_training(device: torch.device, probe: Probe, precision: str, tokens: int) -> float | None:
+    """Tokens per second of `probe`'s training step in `precision` (None: it does not run)."""
     context = RunContext(device, precision)
     try:
         probe(precision)  # warm-up: first calls allocate and pick kernels

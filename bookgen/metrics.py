@@ -30,7 +30,6 @@ def token_nats(logits: torch.Tensor, window: Window, device: torch.device) -> to
     return nats[window.loss_mask.to(device).flatten()]
 
 
-@torch.no_grad()
 def evaluate(
     model: RecurrentLM,
     batcher: StreamBatcher,
@@ -47,12 +46,33 @@ def evaluate(
     N tokens of context would read the text: the gap to the carried-state loss is what the
     carried state is worth.
     """
+    total, count = evaluate_sums(model, batcher, context, reset_every, max_windows)
+    return total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate_sums(
+    model: RecurrentLM,
+    batcher: StreamBatcher,
+    context: RunContext,
+    reset_every: int | None = None,
+    max_windows: int | None = None,
+    rows: slice = slice(None),
+) -> tuple[float, int]:
+    """(total nats, tokens scored) of `evaluate`, over some of the rows only if asked.
+
+    Training processes each score a share of the rows; the sums of their sums are the whole.
+    """
+    count_rows = len(range(batcher.batch_size)[rows])
+    if count_rows == 0:
+        return 0.0, 0
     was_training = model.training
     model.eval()
     device = context.device
-    state = model.init_state(batcher.batch_size, device)
+    state = model.init_state(count_rows, device)
     total, count = 0.0, 0
-    for window in itertools.islice(batcher.windows(), max_windows):
+    for whole in itertools.islice(batcher.windows(), max_windows):
+        window = whole.rows(rows)
         resets = window.resets
         if reset_every is not None:
             positions = torch.arange(window.start, window.start + resets.size(0))
@@ -63,7 +83,7 @@ def evaluate(
         total += float(nats.sum())
         count += nats.numel()
     model.train(was_training)
-    return total / max(count, 1)
+    return total, count
 
 
 def bits_per_char(nats_per_token: float, stream: TokenStream) -> float:

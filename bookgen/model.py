@@ -70,11 +70,19 @@ class LockedDropout(nn.Module):
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
+        # Training on several processes: this process holds `rows` of a batch of `batch` rows.
+        # The mask is drawn for the whole batch and cut, so every process draws what one
+        # process training the whole batch would, and the runs agree exactly.
+        self.batch: int | None = None
+        self.rows: slice = slice(None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (T, B, C)
         if not self.training or self.p == 0:
             return x
-        mask = x.new_empty(1, x.size(1), x.size(2)).bernoulli_(1 - self.p) / (1 - self.p)
+        batch = self.batch if self.batch is not None else x.size(1)
+        mask = x.new_empty(1, batch, x.size(2)).bernoulli_(1 - self.p) / (1 - self.p)
+        if self.batch is not None:
+            mask = mask[:, self.rows]
         return x * mask
 
 
@@ -100,6 +108,10 @@ class RecurrentLM(nn.Module):
             self.output.weight = self.embedding.weight
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.output.bias)
+
+    def hold_rows(self, rows: slice, batch: int) -> None:
+        """Train as `rows` of a `batch`-row batch (one of several processes): see LockedDropout."""
+        self.drop.batch, self.drop.rows = batch, rows
 
     def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
         """A zero state for `batch` rows."""

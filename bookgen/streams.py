@@ -97,6 +97,17 @@ class Window:
     start: int  # position of inputs[0] within each row
     epoch: int
 
+    def rows(self, rows: slice) -> Window:
+        """The same window for some of the rows (one training process's share)."""
+        return Window(
+            inputs=self.inputs[:, rows],
+            targets=self.targets[:, rows],
+            resets=self.resets[:, rows],
+            loss_mask=self.loss_mask[:, rows],
+            start=self.start,
+            epoch=self.epoch,
+        )
+
 
 # Pages of the memmap windows may touch between two `TokenStream.release` calls (each window
 # touches about one page per row): 16 MiB of 4 KiB pages; releasing costs one system call.

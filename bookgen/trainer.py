@@ -26,10 +26,12 @@ from bookgen.context import (
     choose_precision,
     precision_cache_key,
     resolve_device,
+    time_training,
 )
 from bookgen.corpus import BookFile, Document
+from bookgen.distributed import SINGLE, World
 from bookgen.errors import BookgenError
-from bookgen.metrics import bits_per_char, evaluate, token_nats
+from bookgen.metrics import bits_per_char, evaluate_sums, token_nats
 from bookgen.model import ModelConfig, RecurrentLM, State, detach_state
 from bookgen.sampler import TextGenerator
 from bookgen.streams import StreamBatcher, TokenStream, Window
@@ -66,6 +68,10 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp32
     preview_length: int = 200
     max_bad_steps: int = 10  # consecutive non-finite steps before training stops
+    # A fresh character-level run with a --minutes budget and no --layers chooses 1 or 2 layers
+    # from the measured speed (see `choose_layers`); `bookgen.train` sets this when layers is
+    # not given. Off: the model's own default (1 layer).
+    auto_layers: bool = False
 
     def __post_init__(self) -> None:
         if self.level not in ("char", "word"):
@@ -118,6 +124,7 @@ class Started:
     windows_per_epoch: int
     documents: list[str]
     resumed_at_step: int = 0
+    size_note: str = ""  # how the number of layers was chosen for the budget ("" when given)
 
 
 @dataclass
@@ -218,27 +225,45 @@ def prepare_data(
 
 
 def train_step(
-    model: RecurrentLM,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     window: Window,
     state: State,
     context: RunContext,
     grad_clip: float,
+    world: World = SINGLE,
+    rows: slice = slice(None),
 ) -> tuple[torch.Tensor, State, bool]:
     """One window forward and back; returns (loss, state after the window, whether applied).
 
     A step whose loss or gradient is not finite never reaches the weights (the optimizer is not
     stepped) and the caller keeps its old state.
+
+    With several processes (`world`), `model` is in DistributedDataParallel and trains `rows` of
+    the window; the loss returned is the whole window's, the same on every process.
     """
     device = context.device
     model.train()
+    local = window.rows(rows) if world.active else window
     with context.autocast():
-        logits, state = model(window.inputs.to(device), state, window.resets.to(device))
-    nats = token_nats(logits, window, device)
-    loss = nats.mean() if nats.numel() else logits.sum() * 0
+        logits, state = model(local.inputs.to(device), state, local.resets.to(device))
+    nats = token_nats(logits, local, device)
+    if world.active:
+        # Over the whole window's count, times the processes: DDP's average of the gradients
+        # is then the gradient of the whole window's mean, as one process would compute it.
+        count = max(int(window.loss_mask.sum()), 1)
+        total = nats.sum()
+        loss = total * (world.size / count)
+    else:
+        loss = nats.mean() if nats.numel() else logits.sum() * 0
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    with world.guard("averaging the gradients"):  # DDP's all-reduce runs inside backward
+        loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if world.active:
+        (whole,) = world.sum(float(total.detach()))
+        loss = torch.tensor(whole / count)
+    # The same on every process: the gradients (so their norm) are averaged, the loss summed.
     finite = bool(torch.isfinite(loss) and torch.isfinite(norm))
     if finite:
         optimizer.step()
@@ -253,6 +278,20 @@ def make_optimizer(model: RecurrentLM, config: TrainConfig) -> torch.optim.Optim
         weight_decay=config.weight_decay,
         betas=(0.9, 0.99),
     )
+
+
+# --- the model's size for a time budget ------------------------------------------------------
+
+# Measured on Tiny Shakespeare (benchmarks/train_shakespeare.py, README "Defaults for the
+# budget"): a 2 x 512 LSTM runs at about half the speed of 1 x 512, so it only wins once the
+# one-layer model would read the text this many times in the budget: below that, one layer is
+# limited by the updates it gets, above it by its capacity.
+TWO_LAYERS_FROM_EPOCHS = 6.0
+
+
+def choose_layers(one_layer_epochs: float) -> int:
+    """1 or 2 layers, from how many passes over the text the one-layer model makes in time."""
+    return 2 if one_layer_epochs >= TWO_LAYERS_FROM_EPOCHS else 1
 
 
 # --- the training loop -----------------------------------------------------------------------
@@ -276,64 +315,96 @@ class Trainer:
         *,
         force: bool = False,
         resume: bool = False,
+        world: World = SINGLE,
     ) -> None:
         self.created = time.perf_counter()  # --minutes counts from here: reading is included
         self.config = config
         self.out = Path(out)
-        self.emit = on_event or (lambda event: None)
+        self.world = world  # this process among several (torchrun); SINGLE when alone
+        quiet = lambda event: None  # noqa: E731
+        self.emit = (on_event or quiet) if world.is_main else quiet
         self.documents = [d.name for d in documents]
-        device = resolve_device(config.device)
+        device = world.device if world.active else resolve_device(config.device)
         manifest = ckpt.read_manifest(self.out) if resume else None
         if manifest is None:
             ckpt.check_out(self.out, force)  # refuse early; nothing is removed until all is checked
         saved_tokenizer = ckpt.load_tokenizer(self.out, manifest) if manifest else None
-        self.data = prepare_data(
-            documents, config, saved_tokenizer, lambda *done: self.emit(Tokenizing(*done))
-        )
+        with world.main_first():  # rank 0 writes the token cache, the others then read it
+            self.data = prepare_data(
+                documents, config, saved_tokenizer, lambda *done: self.emit(Tokenizing(*done))
+            )
         if manifest is not None:
             _check_same_books(manifest["corpus"], self.data.corpus)
+        self.batcher = StreamBatcher(self.data.train, config.batch_size, config.bptt)
+        self.val_batcher = StreamBatcher(self.data.val, config.val_batch_size, config.bptt)
+        batch = self.batcher.batch_size
+        if batch % world.size:
+            fewer = f" (the text only fills {batch} rows)" if batch < config.batch_size else ""
+            raise BookgenError(
+                f"--batch-size {batch}{fewer} does not divide among {world.size} training "
+                f"processes: each owns an equal share of the rows; use a multiple of {world.size}"
+            )
+        self.rows = world.rows(batch)  # the batch rows (streams) this process trains
+        self.size_note = ""
+        if manifest is None and config.auto_layers and "layers" not in model_options:
+            if world.is_main:  # measured once; every process builds the same model
+                model_options = self._layers_for_budget(device, model_options)
+            model_options, self.size_note = world.broadcast((model_options, self.size_note))
         torch.manual_seed(config.seed)
         model_config = ModelConfig(vocab_size=self.data.tokenizer.vocab_size, **model_options)
         self.model = RecurrentLM(model_config).to(device)
         self.optimizer = make_optimizer(self.model, config)
-        self.batcher = StreamBatcher(self.data.train, config.batch_size, config.bptt)
-        self.val_batcher = StreamBatcher(self.data.val, config.val_batch_size, config.bptt)
-        self.precision_choice = self._choose_precision(device, manifest)
+        choice = self._choose_precision(device, manifest, self.model) if world.is_main else None
+        self.precision_choice: PrecisionChoice = world.broadcast(choice)
         self.context = RunContext(device, self.precision_choice.precision)
         self.progress = ckpt.TrainingProgress()
-        self.state: State = self.model.init_state(self.batcher.batch_size, device)
+        self.local_batch = len(range(batch)[self.rows])
+        self.state: State = self.model.init_state(self.local_batch, device)
         if manifest is not None:
             self.progress, state = ckpt.restore_training(
                 self.out, manifest, self.model, self.optimizer, device
             )
-            if state is not None:
-                self.state = state
-            ckpt.truncate_metrics(self.out, self.progress.step)
+            if state is not None:  # all B rows were saved; this process carries its own
+                self.state = tuple(s[:, self.rows] for s in state)
+            if world.is_main:
+                ckpt.truncate_metrics(self.out, self.progress.step)
         else:
             if config.embeddings is not None:
                 self._load_embeddings(config.embeddings)
-            ckpt.prepare_out(self.out)
+            if world.is_main:
+                ckpt.prepare_out(self.out)
+        # What the training steps call: the model itself, or (several processes) the model in
+        # DistributedDataParallel, which averages the gradients across processes in backward.
+        self.network: torch.nn.Module = self.model
+        if world.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model.hold_rows(self.rows, batch)
+            ids = [device.index] if device.type == "cuda" else None
+            self.network = DistributedDataParallel(self.model, device_ids=ids)
         self.stop_signal: int | None = None
         self.bad_steps = 0
 
-    def _choose_precision(self, device: torch.device, manifest: dict | None) -> PrecisionChoice:
+    def _choose_precision(
+        self, device: torch.device, manifest: dict | None, model: RecurrentLM
+    ) -> PrecisionChoice:
         """As asked; on resume, the saved run's; else measured on this machine (cached)."""
         if manifest is not None and self.config.precision == "auto":
             return PrecisionChoice.from_dict({**manifest["precision"], "how": "saved"})
-        shape = {k: v for k, v in self.model.config.to_dict().items() if k != "dropout"}
+        shape = {k: v for k, v in model.config.to_dict().items() if k != "dropout"}
         key = precision_cache_key(device, shape, self.batcher.batch_size, self.config.bptt)
         return choose_precision(
             self.config.precision,
             device,
-            self.model.config.cell,
-            self._probe_step(device),
+            model.config.cell,
+            self._probe_step(device, model),
             self.batcher.batch_size * self.config.bptt,
             key,
         )
 
-    def _probe_step(self, device: torch.device) -> Callable[[str], None]:
+    def _probe_step(self, device: torch.device, model: RecurrentLM) -> Callable[[str], None]:
         """A training step of a copy of the model, for timing: the run itself is untouched."""
-        model = copy.deepcopy(self.model)
+        model = copy.deepcopy(model)
         optimizer = make_optimizer(model, self.config)
         window = next(self.batcher.windows())
         state = model.init_state(self.batcher.batch_size, device)
@@ -344,6 +415,35 @@ class Trainer:
                 train_step(model, optimizer, window, state, context, self.config.grad_clip)
 
         return step
+
+    def _layers_for_budget(self, device: torch.device, model_options: dict) -> dict:
+        """`model_options` with the number of layers this --minutes budget is best spent on.
+
+        Times the one-layer model (the precision probe it needs anyway, cached per machine) and
+        asks how many passes over the text it would make in the budget: see `choose_layers`.
+        """
+        c = self.config
+        if c.minutes is None or c.steps is not None or c.epochs is not None or c.level != "char":
+            return model_options
+        one = {**model_options, "layers": 1}
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            model = RecurrentLM(ModelConfig(self.data.tokenizer.vocab_size, **one)).to(device)
+        choice = self._choose_precision(device, None, model)
+        rate = choice.tokens_per_s.get(choice.precision)
+        if rate is None:  # asked for a precision, so nothing was timed yet
+            probe = self._probe_step(device, model)
+            tokens = self.batcher.batch_size * c.bptt
+            rate = time_training(device, probe, choice.precision, tokens)
+            if rate is None:  # the step fails: leave it to the run to say so
+                return model_options
+        epochs = rate * c.minutes * 60 / max(len(self.data.train), 1)
+        layers = choose_layers(epochs)
+        self.size_note = (
+            f"{layers} layer{'s' if layers > 1 else ''}, chosen for {c.minutes:g} min: one "
+            f"layer would read the text {epochs:.1f} times ({rate / 1000:.1f}k tok/s "
+            f"{choice.precision}); a second layer pays from {TWO_LAYERS_FROM_EPOCHS:g}"
+        )
+        return {**model_options, "layers": layers}
 
     # The learning rate: a cosine decay over the budget, scaled by a linear warm-up over the
     # first steps. The product is continuous, even when the warm-up takes much of a short budget.
@@ -393,6 +493,8 @@ class Trainer:
         while True:
             for window in self.batcher.windows(p.epoch, c.seed, p.position):
                 used = self.budget_used(time.perf_counter() - start, reserve)
+                if self.world.active:  # the slowest clock decides: one rate, one last step
+                    (used,) = self.world.max(used)
                 if used >= 1.0:
                     break
                 lr = self.learning_rate(used)
@@ -410,6 +512,9 @@ class Trainer:
                     self._evaluate_and_save(lr, rate)
                 elif p.step % c.checkpoint_every == 0:
                     self._save(is_best=False)
+                if self.world.active:  # a Ctrl-C or SIGTERM on any process stops them all
+                    (signum,) = self.world.max(self.stop_signal or 0)
+                    self.stop_signal = int(signum) or None
                 if self.stop_signal is not None:
                     self._save(is_best=False)
                     raise TrainingInterrupted(self.stop_signal, self.out, p.step)
@@ -418,11 +523,12 @@ class Trainer:
                 # state no longer matches the text and starts again from zero.
                 p.epoch += 1
                 p.position = 0
-                self.state = self.model.init_state(self.batcher.batch_size, self.context.device)
+                self.state = self.model.init_state(self.local_batch, self.context.device)
                 continue
             break
         if p.last_eval_step != p.step:
             self._evaluate_and_save(self.learning_rate(1.0), tokens_per_s())
+        self.world.barrier()  # rank 0 has written the last metrics
         metrics = ckpt.read_metrics(self.out)
         return TrainResult(self.out, p.step, p.best_val_loss, metrics)
 
@@ -431,7 +537,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         loss, state, applied = train_step(
-            self.model, self.optimizer, window, self.state, self.context, self.config.grad_clip
+            self.network,
+            self.optimizer,
+            window,
+            self.state,
+            self.context,
+            self.config.grad_clip,
+            self.world,
+            self.rows,
         )
         if not applied:
             # A non-finite loss or gradient never reaches the weights, nor the carried state.
@@ -457,9 +570,13 @@ class Trainer:
 
     def _evaluate_and_save(self, lr: float, rate: float) -> None:
         p = self.progress
-        val_loss = evaluate(
-            self.model, self.val_batcher, self.context, max_windows=self._val_windows()
+        # Each process scores a share of the validation rows; the sums add up to the whole.
+        share = self.world.share(self.val_batcher.batch_size)
+        sums = evaluate_sums(
+            self.model, self.val_batcher, self.context, None, self._val_windows(), share
         )
+        total, count = self.world.sum(*sums)
+        val_loss = total / max(count, 1)
         is_best = p.best_val_loss is None or val_loss < p.best_val_loss
         p.last_eval_step = p.step
         if is_best:
@@ -475,10 +592,12 @@ class Trainer:
             "elapsed_s": round(p.elapsed_s, 3),
             "tokens_per_s": round(rate, 1),
         }
-        ckpt.append_metrics(self.out, record)
+        if self.world.is_main:
+            ckpt.append_metrics(self.out, record)
         p.loss_sum, p.loss_count = 0.0, 0
         self._save(is_best=is_best)
-        self.emit(Evaluated(record, self._preview(), is_best))
+        if self.world.is_main:
+            self.emit(Evaluated(record, self._preview(), is_best))
 
     def _preview(self) -> str:
         if self.config.preview_length <= 0:
@@ -491,6 +610,9 @@ class Trainer:
         return text
 
     def _save(self, is_best: bool) -> None:
+        state = self.world.gather_rows(self.state)  # all B rows, so any world size resumes
+        if not self.world.is_main:
+            return
         ckpt.save_checkpoint(
             self.out,
             model=self.model,
@@ -500,7 +622,7 @@ class Trainer:
             progress=self.progress,
             precision=self.precision_choice.to_dict(),
             optimizer=self.optimizer,
-            state=self.state,
+            state=state,
             is_best=is_best,
         )
         self.emit(Saved(self.out, self.progress.step))
@@ -557,6 +679,7 @@ class Trainer:
             batch_size=self.batcher.batch_size,
             windows_per_epoch=self.batcher.windows_per_epoch(),
             documents=self.documents,
+            size_note=self.size_note,
             resumed_at_step=self.progress.step,
         )
 

@@ -64,10 +64,10 @@ def test_auto_keeps_the_precision_that_measures_faster(bf16_everywhere, seconds,
 
 def test_bf16_must_win_by_a_margin(bf16_everywhere, monkeypatch):
     # Within the probe's noise, the more exact fp32 stays.
-    monkeypatch.setattr(context, "_time_steps", lambda d, p, precision, t: {"fp32": 100.0,
+    monkeypatch.setattr(context, "time_training", lambda d, p, precision, t: {"fp32": 100.0,
                         "bf16": 105.0}[precision])  # fmt: skip
     assert choose(FakeSteps({})).precision == "fp32"
-    monkeypatch.setattr(context, "_time_steps", lambda d, p, precision, t: {"fp32": 100.0,
+    monkeypatch.setattr(context, "time_training", lambda d, p, precision, t: {"fp32": 100.0,
                         "bf16": 115.0}[precision])  # fmt: skip
     assert choose(FakeSteps({}), key="other").precision == "bf16"
 
@@ -127,13 +127,13 @@ def test_asking_whether_bf16_runs_leaves_the_random_stream_alone(monkeypatch):
 def test_auto_trains_the_very_run_its_choice_would(tiny_book: Path, tmp_path: Path, monkeypatch):
     # Measuring must not perturb the run: auto where it picks fp32 equals --precision fp32.
     # The real probe runs (real steps of a copy of the model); only its verdict is fixed.
-    real_time_steps = context._time_steps
+    real_time_steps = context.time_training
 
     def fp32_wins(device, probe, precision, tokens):
         real_time_steps(device, probe, precision, tokens)
         return {"fp32": 100.0, "bf16": 50.0}[precision]
 
-    monkeypatch.setattr(context, "_time_steps", fp32_wins)
+    monkeypatch.setattr(context, "time_training", fp32_wins)
     monkeypatch.setattr(context, "PROBE_SECONDS", 0.02)
     monkeypatch.setattr(context, "bf16_runs", lambda device_type, cell: True)
     options = dict(TINY_MODEL, steps=30, eval_every=15, dropout=0.2)

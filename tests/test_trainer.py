@@ -185,3 +185,67 @@ def test_validation_during_training_reads_at_most_max_val_tokens(tiny_book: Path
     first_window = evaluate(trainer.model, trainer.val_batcher, trainer.context, max_windows=1)
     everything = evaluate(trainer.model, trainer.val_batcher, trainer.context)
     assert result.metrics[-1]["val_loss"] == first_window != everything
+
+
+# --- the number of layers chosen for a --minutes budget ---------------------------------------
+
+
+def _one_layer_speed(monkeypatch, tokens_per_s: float) -> None:
+    """The timed one-layer step reports this speed (TINY_MODEL asks for fp32, so it is timed)."""
+    from bookgen import trainer
+
+    monkeypatch.setattr(trainer, "time_training", lambda device, probe, p, tokens: tokens_per_s)
+
+
+@pytest.mark.parametrize(("tokens_per_s", "layers"), [(1_000.0, 1), (1_000_000.0, 2)])
+def test_a_minutes_budget_chooses_the_layers(
+    tiny_book, tmp_path, monkeypatch, tokens_per_s, layers
+):
+    # The tiny book trains on about 2,400 characters. At 1k tok/s, 0.03 min is 1.8k tokens, under
+    # one pass: one layer. At 1M tok/s it is 750 passes: capacity limits it, so two layers.
+    _one_layer_speed(monkeypatch, tokens_per_s)
+    events = []
+    bookgen.train(tiny_book, tmp_path / "m", minutes=0.03, on_event=events.append, **TINY_MODEL)
+    assert load_checkpoint(tmp_path / "m").model_config.layers == layers
+    started = next(e for e in events if isinstance(e, Started))
+    assert started.size_note.startswith(f"{layers} layer")
+    assert f"{tokens_per_s / 1000:.1f}k tok/s fp32" in started.size_note
+
+
+def test_the_chosen_model_is_the_one_asked_for_by_hand(tiny_book, tmp_path, monkeypatch):
+    # Choosing must not move the random stream: the chosen 2 layers start from the very weights
+    # that --layers 2 starts from.
+    from bookgen.corpus import open_corpus
+    from bookgen.trainer import TrainConfig, Trainer
+
+    _one_layer_speed(monkeypatch, 1_000_000.0)
+    model = {k: TINY_MODEL[k] for k in ("hidden_size", "dropout")}
+    train = {k: v for k, v in TINY_MODEL.items() if k not in model}
+    documents = open_corpus([tiny_book])
+    chosen = Trainer(
+        documents, model, TrainConfig(minutes=1, auto_layers=True, **train), tmp_path / "a"
+    )
+    asked = Trainer(
+        documents, {**model, "layers": 2}, TrainConfig(minutes=1, **train), tmp_path / "b"
+    )
+    assert chosen.model.config == asked.model.config
+    for (name, a), (_, b) in zip(
+        chosen.model.state_dict().items(), asked.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_layers_are_not_chosen_when_given_or_without_a_time_budget(
+    tiny_book, tmp_path, monkeypatch
+):
+    _one_layer_speed(monkeypatch, 1_000_000.0)
+    runs = {
+        "given": dict(minutes=0.03, layers=1),
+        "steps": dict(steps=5),
+        "words": dict(minutes=0.03, level="word"),
+    }
+    for name, budget in runs.items():
+        events = []
+        bookgen.train(tiny_book, tmp_path / name, on_event=events.append, **TINY_MODEL, **budget)
+        assert load_checkpoint(tmp_path / name).model_config.layers == 1, name
+        assert next(e for e in events if isinstance(e, Started)).size_note == "", name
