@@ -66,8 +66,9 @@ def train(
         train_options = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
         if not BUDGET & set(train_options):
             train_options["minutes"] = DEFAULT_MINUTES
-        # No --layers: a --minutes budget chooses 1 or 2 layers by the measured speed.
-        train_options.setdefault("auto_layers", "layers" not in model_options)
+        # No size given: a --minutes budget gets the model it buys on this machine (budget.py).
+        size_given = {"layers", "hidden_size", "embed_size"} & set(model_options)
+        train_options.setdefault("auto_size", not size_given)
     config = TrainConfig(**train_options)
     # Started by torchrun: join the other processes (gloo on the CPU, NCCL on GPUs).
     world = distributed.join(config.device)

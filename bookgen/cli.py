@@ -16,11 +16,12 @@ from rich.table import Table
 from rich.text import Text
 
 from bookgen.api import DEFAULT_MINUTES
+from bookgen.budget import LADDER, TOKENS_PER_WEIGHT
 from bookgen.errors import BookgenError
 from bookgen.model import ModelConfig
 from bookgen.sampler import DEFAULTS as SAMPLING
 from bookgen.sampler import SamplingSettings
-from bookgen.trainer import TWO_LAYERS_FROM_EPOCHS, TrainConfig
+from bookgen.trainer import TrainConfig
 
 app = typer.Typer(
     help=(
@@ -78,11 +79,17 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     err.print(Text.assemble(("warning:", "yellow"), f" {message}"), soft_wrap=True)
 
 
-def _default(config, name: str) -> str:
+def _default(config, name: str, unless: str = "") -> str:
     """'[default: X]' read from a config dataclass: --help never restates a default by hand."""
     (default,) = [f.default for f in fields(config) if f.name == name]
     assert default is not MISSING, name
-    return f"\\[default: {default:g}]" if isinstance(default, float) else f"\\[default: {default}]"
+    text = f"{default:g}" if isinstance(default, float) else f"{default}"
+    return f"\\[default: {text}{', ' + unless if unless else ''}]"
+
+
+def _sizes() -> str:
+    """The model sizes a --minutes budget chooses among, as --help lists them."""
+    return ", ".join(f"{layers} x {hidden}" for layers, hidden in LADDER)
 
 
 # The option of every command that reads a trained model (eval, sample, chat).
@@ -209,17 +216,21 @@ def train(
     layers: Annotated[
         Optional[int],
         typer.Option(
-            help="Stacked layers. Not given, a character model with a --minutes budget gets 1 "
-            "or 2: it times one layer here, and takes 2 when one layer would read the text "
-            f"{TWO_LAYERS_FROM_EPOCHS:g} times or more in the budget (then capacity, not "
-            "speed, limits it). \\[default: 1, or 2 for a long budget]",
+            help="Stacked layers. Not given (nor --hidden, --embed), a character model with a "
+            "--minutes budget is sized for this machine: see --hidden. "
+            + _default(ModelConfig, "layers", "or sized for --minutes"),
             rich_help_panel=MODEL,
         ),
     ] = None,
     hidden: Annotated[
         Optional[int],
         typer.Option(
-            help="Hidden state size per layer. " + _default(ModelConfig, "hidden_size"),
+            help="Hidden state size per layer. Not given (nor --layers, --embed), a character "
+            "model with a --minutes budget is sized for this machine: training steps of "
+            f"{_sizes()} are timed here, and the largest that reads at least "
+            f"{TOKENS_PER_WEIGHT:g} token per weight in the budget is taken (a smaller model "
+            "that reads more text beats a bigger one that reads too little); the start line "
+            "shows the figures. " + _default(ModelConfig, "hidden_size", "or sized for --minutes"),
             rich_help_panel=MODEL,
         ),
     ] = None,

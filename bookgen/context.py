@@ -228,6 +228,25 @@ def time_training(device: torch.device, probe: Probe, precision: str, tokens: in
         return None
 
 
+def measured_speed(
+    device: torch.device, probe: Probe, precision: str, tokens_per_step: int, cache_key: str
+) -> float:
+    """Training tokens/s of `probe` in `precision`, measured once per machine and cached.
+
+    For what the precision choice does not time itself (fp32 where bf16 does not run, or a
+    precision that was asked for): the model sizing a --minutes budget needs it.
+    """
+    cached = _read_cache().get(cache_key)
+    if cached is not None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            return float(cached["tokens_per_s"][precision])
+    rate = time_training(device, probe, precision, tokens_per_step)
+    if rate is None:
+        raise BookgenError(f"a training step fails in {precision} on this machine")
+    _write_cache(cache_key, PrecisionChoice(precision, "measured", {precision: rate}))
+    return rate
+
+
 def precision_cache_key(device: torch.device, shape: dict, batch_size: int, bptt: int) -> str:
     """What a measured choice depends on: the processor, torch, the model's shape, B x T."""
     parts = [

@@ -20,13 +20,14 @@ from pathlib import Path
 import torch
 
 from bookgen import checkpoint as ckpt
+from bookgen.budget import Measured, choose_size, describe
 from bookgen.context import (
     PrecisionChoice,
     RunContext,
     choose_precision,
+    measured_speed,
     precision_cache_key,
     resolve_device,
-    time_training,
 )
 from bookgen.corpus import BookFile, Document
 from bookgen.distributed import SINGLE, World
@@ -68,10 +69,10 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp32
     preview_length: int = 200
     max_bad_steps: int = 10  # consecutive non-finite steps before training stops
-    # A fresh character-level run with a --minutes budget and no --layers chooses 1 or 2 layers
-    # from the measured speed (see `choose_layers`); `bookgen.train` sets this when layers is
-    # not given. Off: the model's own default (1 layer).
-    auto_layers: bool = False
+    # A fresh character-level run with a --minutes budget and no size given gets the model the
+    # budget buys on this machine (see `budget.py`); `bookgen.train` sets this when neither
+    # layers, hidden_size nor embed_size is given. Off: the model's own defaults.
+    auto_size: bool = False
 
     def __post_init__(self) -> None:
         if self.level not in ("char", "word"):
@@ -124,7 +125,7 @@ class Started:
     windows_per_epoch: int
     documents: list[str]
     resumed_at_step: int = 0
-    size_note: str = ""  # how the number of layers was chosen for the budget ("" when given)
+    size_note: str = ""  # how the model's size was chosen for the budget ("" when given)
 
 
 @dataclass
@@ -280,20 +281,6 @@ def make_optimizer(model: RecurrentLM, config: TrainConfig) -> torch.optim.Optim
     )
 
 
-# --- the model's size for a time budget ------------------------------------------------------
-
-# Measured on Tiny Shakespeare (benchmarks/train_shakespeare.py, README "Defaults for the
-# budget"): a 2 x 512 LSTM runs at about half the speed of 1 x 512, so it only wins once the
-# one-layer model would read the text this many times in the budget: below that, one layer is
-# limited by the updates it gets, above it by its capacity.
-TWO_LAYERS_FROM_EPOCHS = 6.0
-
-
-def choose_layers(one_layer_epochs: float) -> int:
-    """1 or 2 layers, from how many passes over the text the one-layer model makes in time."""
-    return 2 if one_layer_epochs >= TWO_LAYERS_FROM_EPOCHS else 1
-
-
 # --- the training loop -----------------------------------------------------------------------
 
 
@@ -346,9 +333,9 @@ class Trainer:
             )
         self.rows = world.rows(batch)  # the batch rows (streams) this process trains
         self.size_note = ""
-        if manifest is None and config.auto_layers and "layers" not in model_options:
+        if manifest is None and config.auto_size:
             if world.is_main:  # measured once; every process builds the same model
-                model_options = self._layers_for_budget(device, model_options)
+                model_options = self._size_for_budget(device, model_options)
             model_options, self.size_note = world.broadcast((model_options, self.size_note))
         torch.manual_seed(config.seed)
         model_config = ModelConfig(vocab_size=self.data.tokenizer.vocab_size, **model_options)
@@ -416,34 +403,41 @@ class Trainer:
 
         return step
 
-    def _layers_for_budget(self, device: torch.device, model_options: dict) -> dict:
-        """`model_options` with the number of layers this --minutes budget is best spent on.
+    def _size_for_budget(self, device: torch.device, model_options: dict) -> dict:
+        """`model_options` with the size this --minutes budget is best spent on (`budget.py`).
 
-        Times the one-layer model (the precision probe it needs anyway, cached per machine) and
-        asks how many passes over the text it would make in the budget: see `choose_layers`.
+        Each size considered is timed with real training steps of its model (the precision
+        probe, cached per machine); building them leaves the run's random stream alone.
         """
         c = self.config
         if c.minutes is None or c.steps is not None or c.epochs is not None or c.level != "char":
             return model_options
-        one = {**model_options, "layers": 1}
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            model = RecurrentLM(ModelConfig(self.data.tokenizer.vocab_size, **one)).to(device)
-        choice = self._choose_precision(device, None, model)
-        rate = choice.tokens_per_s.get(choice.precision)
-        if rate is None:  # asked for a precision, so nothing was timed yet
-            probe = self._probe_step(device, model)
-            tokens = self.batcher.batch_size * c.bptt
-            rate = time_training(device, probe, choice.precision, tokens)
-            if rate is None:  # the step fails: leave it to the run to say so
-                return model_options
-        epochs = rate * c.minutes * 60 / max(len(self.data.train), 1)
-        layers = choose_layers(epochs)
-        self.size_note = (
-            f"{layers} layer{'s' if layers > 1 else ''}, chosen for {c.minutes:g} min: one "
-            f"layer would read the text {epochs:.1f} times ({rate / 1000:.1f}k tok/s "
-            f"{choice.precision}); a second layer pays from {TWO_LAYERS_FROM_EPOCHS:g}"
-        )
-        return {**model_options, "layers": layers}
+        # What is left of the budget once reading is done (the evaluations' share is small).
+        seconds = max(c.minutes * 60 - (time.perf_counter() - self.created), 1.0)
+        vocab_size = self.data.tokenizer.vocab_size
+
+        def measure(layers: int, hidden_size: int) -> Measured:
+            options = {**model_options, "layers": layers, "hidden_size": hidden_size}
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                model = RecurrentLM(ModelConfig(vocab_size, **options)).to(device)
+            choice = self._choose_precision(device, None, model)
+            rate = choice.tokens_per_s.get(choice.precision)
+            if rate is None:  # the precision was not measured (asked for, or fp32 is all)
+                rate = self._speed(device, model, choice.precision)
+            weights = sum(p.numel() for p in model.parameters())
+            return Measured(layers, hidden_size, weights, rate, choice.precision)
+
+        chosen, timed = choose_size(measure, seconds)
+        self.size_note = describe(chosen, timed, seconds)
+        return {**model_options, "layers": chosen.layers, "hidden_size": chosen.hidden_size}
+
+    def _speed(self, device: torch.device, model: RecurrentLM, precision: str) -> float:
+        """Training tokens/s of `model` in `precision` here, cached like the precision choice."""
+        shape = {k: v for k, v in model.config.to_dict().items() if k != "dropout"}
+        batch = self.batcher.batch_size
+        key = precision_cache_key(device, shape, batch, self.config.bptt) + f" | {precision}"
+        probe = self._probe_step(device, model)
+        return measured_speed(device, probe, precision, batch * self.config.bptt, key)
 
     # The learning rate: a cosine decay over the budget, scaled by a linear warm-up over the
     # first steps. The product is continuous, even when the warm-up takes much of a short budget.

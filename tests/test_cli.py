@@ -114,7 +114,8 @@ def test_installed_command_runs_and_teaches():
     assert result.returncode == 0
     assert "parallel streams" in result.stdout
     # The defaults written into the help survive rich's markup, which would eat "[default: ..]".
-    assert "Hidden state size per layer. [default: 512]" in result.stdout
+    assert "Dropout, one mask per sequence. [default: 0.25]" in result.stdout
+    assert "[default: 512, or sized for --minutes]" in result.stdout
     result = subprocess.run(
         [sys.executable, "-m", "bookgen.cli", "sample", "--help"],
         capture_output=True, text=True, env=wide,

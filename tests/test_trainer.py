@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import bookgen
 from bookgen.checkpoint import load_checkpoint, read_metrics
-from bookgen.corpus import read_document
+from bookgen.corpus import open_corpus, read_document
 from bookgen.errors import BookgenError
 from bookgen.streams import StreamBatcher, TokenStream
 from bookgen.trainer import Evaluated, Saved, Started, Stepped, Tokenizing, split_document
@@ -187,47 +187,70 @@ def test_validation_during_training_reads_at_most_max_val_tokens(tiny_book: Path
     assert result.metrics[-1]["val_loss"] == first_window != everything
 
 
-# --- the number of layers chosen for a --minutes budget ---------------------------------------
+# --- the model's size chosen for a --minutes budget ---------------------------------------
 
 
-def _one_layer_speed(monkeypatch, tokens_per_s: float) -> None:
-    """The timed one-layer step reports this speed (TINY_MODEL asks for fp32, so it is timed)."""
+def _speeds(monkeypatch, by_hidden: dict[tuple[int, int], float]) -> list[tuple[int, int]]:
+    """Timing a size reports these tokens/s; returns the list of the (layers, hidden) timed."""
+    import json
+
     from bookgen import trainer
 
-    monkeypatch.setattr(trainer, "time_training", lambda device, probe, p, tokens: tokens_per_s)
+    timed = []
+
+    def fake(device, probe, precision, tokens, key):
+        shape = json.loads(key.split(" | ")[3])
+        timed.append((shape["layers"], shape["hidden_size"]))
+        return by_hidden[timed[-1]]
+
+    monkeypatch.setattr(trainer, "measured_speed", fake)
+    return timed
 
 
-@pytest.mark.parametrize(("tokens_per_s", "layers"), [(1_000.0, 1), (1_000_000.0, 2)])
-def test_a_minutes_budget_chooses_the_layers(
-    tiny_book, tmp_path, monkeypatch, tokens_per_s, layers
+# What a size reads in 60 s, per weight, at these speeds: 1 x 512 has 2.1M weights here.
+FAST = {(1, 128): 1e7, (1, 256): 1e7, (1, 512): 1e6, (2, 512): 5e4}
+
+
+@pytest.mark.parametrize(
+    ("speeds", "chosen", "timed"),
+    [
+        # 1 x 512 reads 60M tokens (28 per weight): up; 2 x 512 reads 6M (1.4 per weight): up.
+        ({**FAST, (2, 512): 1e5}, (2, 512), [(1, 512), (2, 512)]),
+        # 2 x 512 would read 0.7 per weight: 1 x 512 stays.
+        (FAST, (1, 512), [(1, 512), (2, 512)]),
+        # 1 x 512 reads 0.3 per weight: down to 1 x 256, which reads 1.1 per weight.
+        ({**FAST, (1, 512): 1e4, (1, 256): 1e4}, (1, 256), [(1, 512), (1, 256)]),
+        # Nothing is filled: the smallest.
+        ({(1, 512): 1.0, (1, 256): 1.0, (1, 128): 1.0}, (1, 128), [(1, 512), (1, 256), (1, 128)]),
+    ],
+)
+def test_a_minutes_budget_gets_the_largest_size_it_fills(
+    tiny_book, tmp_path, monkeypatch, speeds, chosen, timed
 ):
-    # The tiny book trains on about 2,400 characters. At 1k tok/s, 0.03 min is 1.8k tokens, under
-    # one pass: one layer. At 1M tok/s it is 750 passes: capacity limits it, so two layers.
-    _one_layer_speed(monkeypatch, tokens_per_s)
-    events = []
-    bookgen.train(tiny_book, tmp_path / "m", minutes=0.03, on_event=events.append, **TINY_MODEL)
-    assert load_checkpoint(tmp_path / "m").model_config.layers == layers
-    started = next(e for e in events if isinstance(e, Started))
-    assert started.size_note.startswith(f"{layers} layer")
-    assert f"{tokens_per_s / 1000:.1f}k tok/s fp32" in started.size_note
-
-
-def test_the_chosen_model_is_the_one_asked_for_by_hand(tiny_book, tmp_path, monkeypatch):
-    # Choosing must not move the random stream: the chosen 2 layers start from the very weights
-    # that --layers 2 starts from.
-    from bookgen.corpus import open_corpus
     from bookgen.trainer import TrainConfig, Trainer
 
-    _one_layer_speed(monkeypatch, 1_000_000.0)
-    model = {k: TINY_MODEL[k] for k in ("hidden_size", "dropout")}
-    train = {k: v for k, v in TINY_MODEL.items() if k not in model}
+    measured = _speeds(monkeypatch, speeds)
+    options = {k: v for k, v in TINY_MODEL.items() if k not in ("hidden_size", "dropout")}
+    config = TrainConfig(minutes=1, auto_size=True, **options)
+    trainer = Trainer(open_corpus([tiny_book]), {}, config, tmp_path / "m")
+    assert (trainer.model.config.layers, trainer.model.config.hidden_size) == chosen
+    assert measured == timed
+    name = f"{chosen[0]} x {chosen[1]}"
+    assert trainer.size_note.startswith(f"model {name}, sized for ")
+    assert "1 x 512 " in trainer.size_note and "tokens per weight" in trainer.size_note
+
+
+def test_the_chosen_size_starts_from_the_weights_it_would_by_hand(tiny_book, tmp_path, monkeypatch):
+    # Timing sizes must not move the random stream: the chosen model starts from the very
+    # weights that --layers 2 --hidden 512 starts from.
+    from bookgen.trainer import TrainConfig, Trainer
+
+    _speeds(monkeypatch, {(1, 512): 1e9, (2, 512): 1e9})
+    train = {k: v for k, v in TINY_MODEL.items() if k not in ("hidden_size", "dropout")}
     documents = open_corpus([tiny_book])
-    chosen = Trainer(
-        documents, model, TrainConfig(minutes=1, auto_layers=True, **train), tmp_path / "a"
-    )
-    asked = Trainer(
-        documents, {**model, "layers": 2}, TrainConfig(minutes=1, **train), tmp_path / "b"
-    )
+    chosen = Trainer(documents, {}, TrainConfig(minutes=1, auto_size=True, **train), tmp_path / "a")
+    by_hand = {"layers": 2, "hidden_size": 512}
+    asked = Trainer(documents, by_hand, TrainConfig(minutes=1, **train), tmp_path / "b")
     assert chosen.model.config == asked.model.config
     for (name, a), (_, b) in zip(
         chosen.model.state_dict().items(), asked.model.state_dict().items(), strict=True
@@ -235,17 +258,42 @@ def test_the_chosen_model_is_the_one_asked_for_by_hand(tiny_book, tmp_path, monk
         assert torch.equal(a, b), name
 
 
-def test_layers_are_not_chosen_when_given_or_without_a_time_budget(
+def test_the_size_is_not_chosen_when_given_or_without_a_time_budget(
     tiny_book, tmp_path, monkeypatch
 ):
-    _one_layer_speed(monkeypatch, 1_000_000.0)
+    timed = _speeds(monkeypatch, {})  # timing anything would fail: nothing may be timed
+    unsized = {k: v for k, v in TINY_MODEL.items() if k != "hidden_size"}
     runs = {
-        "given": dict(minutes=0.03, layers=1),
-        "steps": dict(steps=5),
-        "words": dict(minutes=0.03, level="word"),
+        "hidden given": dict(TINY_MODEL, minutes=0.02),
+        "layers given": dict(unsized, minutes=0.02, layers=1),
+        "embed given": dict(unsized, minutes=0.02, embed_size=16),
+        "steps": dict(unsized, steps=3),
+        "words": dict(unsized, minutes=0.02, level="word"),
     }
-    for name, budget in runs.items():
+    for name, options in runs.items():
         events = []
-        bookgen.train(tiny_book, tmp_path / name, on_event=events.append, **TINY_MODEL, **budget)
-        assert load_checkpoint(tmp_path / name).model_config.layers == 1, name
+        bookgen.train(tiny_book, tmp_path / name, on_event=events.append, **options)
         assert next(e for e in events if isinstance(e, Started)).size_note == "", name
+    assert timed == []
+
+
+def test_the_speed_of_a_size_is_measured_once_per_machine(tiny_book, tmp_path, monkeypatch):
+    # fp32 where bf16 does not run is timed by bookgen itself and cached beside the precision
+    # choices: a second run times nothing.
+    from bookgen import context
+
+    calls = []
+    real = context.time_training
+
+    def counted(*args):
+        calls.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(context, "time_training", counted)
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))
+    train = dict(batch_size=4, bptt=16, precision="fp32", device="cpu", eval_every=1)
+    bookgen.train(tiny_book, tmp_path / "a", minutes=0.01, **train)
+    assert calls and set(calls) == {"fp32"}
+    first = len(calls)
+    bookgen.train(tiny_book, tmp_path / "b", minutes=0.01, **train)
+    assert len(calls) == first

@@ -1,0 +1,87 @@
+"""The model a time budget buys on this machine: measured, not guessed.
+
+In a fixed number of minutes a small model reads many more tokens than a big one, and how many
+more depends on the machine: on a 2-core AMD EPYC a 1 x 256 LSTM trains 4x faster than 1 x 512,
+where bf16 is fast the gap is smaller. A model is only worth its size when it reads enough text to
+fill it. Measured on Tiny Shakespeare (README, "Defaults for the budget"), a model pays for its
+weights once the budget lets it read about `TOKENS_PER_WEIGHT` tokens per weight; below that a
+smaller model that reads more text is better.
+
+The rule walks a ladder of sizes, starting from 1 x 512:
+
+    1 x 128  <-  1 x 256  <-  [1 x 512]  ->  2 x 512
+    down while this size would read too little; up while the next would still read enough
+
+timing each size it considers with a real training step (through the precision probe, so its
+figures are cached per machine and the next run pays nothing). Only character models of a fresh
+run with a --minutes budget, and no size given, are sized this way: word models have most of
+their weights in the vocabulary, which reading more does not fill in the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# (layers, hidden size), smallest first. START is the default model, where the walk begins.
+LADDER: tuple[tuple[int, int], ...] = ((1, 128), (1, 256), (1, 512), (2, 512))
+START = 2
+TOKENS_PER_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One size, timed on this machine."""
+
+    layers: int
+    hidden_size: int
+    weights: int  # trainable parameters
+    tokens_per_s: float
+    precision: str  # the precision it would train in
+
+    def tokens(self, seconds: float) -> float:
+        return self.tokens_per_s * seconds
+
+    def tokens_per_weight(self, seconds: float) -> float:
+        return self.tokens(seconds) / self.weights
+
+    def fills(self, seconds: float) -> bool:
+        return self.tokens_per_weight(seconds) >= TOKENS_PER_WEIGHT
+
+    @property
+    def name(self) -> str:
+        return f"{self.layers} x {self.hidden_size}"
+
+
+def choose_size(
+    measure: Callable[[int, int], Measured], seconds: float
+) -> tuple[Measured, list[Measured]]:
+    """The size to train for `seconds`, and every size timed on the way (in the order timed)."""
+    timed = [measure(*LADDER[START])]
+    index = START
+    if timed[-1].fills(seconds):
+        while index + 1 < len(LADDER):
+            bigger = measure(*LADDER[index + 1])
+            timed.append(bigger)
+            if not bigger.fills(seconds):
+                break
+            index += 1
+    else:
+        while index > 0 and not timed[-1].fills(seconds):
+            index -= 1
+            timed.append(measure(*LADDER[index]))
+    chosen = next(m for m in timed if (m.layers, m.hidden_size) == LADDER[index])
+    return chosen, timed
+
+
+def describe(chosen: Measured, timed: list[Measured], seconds: float) -> str:
+    """The start line's account of the choice, with the figures it rests on."""
+    figures = "; ".join(
+        f"{m.name} {m.tokens_per_s / 1000:.1f}k tok/s {m.precision}, "
+        f"{m.tokens_per_weight(seconds):.1f} tokens per weight"
+        for m in timed
+    )
+    return (
+        f"model {chosen.name}, sized for {seconds / 60:.3g} min on this machine ({figures}; "
+        f"a size pays from {TOKENS_PER_WEIGHT:g} token per weight)"
+    )
