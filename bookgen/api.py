@@ -66,9 +66,11 @@ def train(
         train_options = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
         if not BUDGET & set(train_options):
             train_options["minutes"] = DEFAULT_MINUTES
-        # No size given: a --minutes budget gets the model it buys on this machine (budget.py).
+        # No size given: a --minutes budget gets the model it buys on this machine, and the
+        # settings that suit it, except those given (budget.py).
         size_given = {"layers", "hidden_size", "embed_size"} & set(model_options)
         train_options.setdefault("auto_size", not size_given)
+        train_options.setdefault("given", tuple(sorted(set(options))))
     config = TrainConfig(**train_options)
     # Started by torchrun: join the other processes (gloo on the CPU, NCCL on GPUs).
     world = distributed.join(config.device)

@@ -7,15 +7,23 @@ fill it. Measured on Tiny Shakespeare (README, "Defaults for the budget"), a mod
 weights once the budget lets it read about `TOKENS_PER_WEIGHT` tokens per weight; below that a
 smaller model that reads more text is better.
 
-The rule walks a ladder of sizes, starting from 1 x 512:
+The size is chosen by walking a ladder, starting from 1 x 512:
 
     1 x 128  <-  1 x 256  <-  [1 x 512]  ->  2 x 512
     down while this size would read too little; up while the next would still read enough
 
 timing each size it considers with a real training step (through the precision probe, so its
-figures are cached per machine and the next run pays nothing). Only character models of a fresh
-run with a --minutes budget, and no size given, are sized this way: word models have most of
-their weights in the vocabulary, which reading more does not fill in the same way.
+figures are cached per machine and the next run pays nothing). Then the chosen size's reading
+sets three more defaults (`settings_for`), each measured the same way:
+
+- dropout 0.1 instead of 0.25 while it reads the text fewer than `LOW_DROPOUT_EPOCHS` times:
+  there is little to overfit yet, and dropout only slows learning;
+- batch 16 and learning rate 1e-2 instead of 32 and 5e-3 in a short run (fewer than
+  `SHORT_RUN_TOKENS` tokens): twice the updates, each bolder, where updates are what is scarce.
+
+Only character models of a fresh run with a --minutes budget, and no size given, are sized this
+way (a setting given by hand is kept): word models have most of their weights in the vocabulary,
+which reading more does not fill in the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +35,10 @@ from dataclasses import dataclass
 LADDER: tuple[tuple[int, int], ...] = ((1, 128), (1, 256), (1, 512), (2, 512))
 START = 2
 TOKENS_PER_WEIGHT = 1.0
+LOW_DROPOUT_EPOCHS = 8.0
+SHORT_RUN_TOKENS = 2_000_000
+SHORT_RUN = {"batch_size": 16, "learning_rate": 1e-2}
+LOW_DROPOUT = 0.1
 
 
 @dataclass(frozen=True)
@@ -74,14 +86,37 @@ def choose_size(
     return chosen, timed
 
 
-def describe(chosen: Measured, timed: list[Measured], seconds: float) -> str:
+def settings_for(chosen: Measured, seconds: float, text_tokens: int) -> dict:
+    """The dropout, batch size and learning rate that suit how much `chosen` will read.
+
+    Returns only what differs from the usual defaults (an empty dict for a long run).
+    """
+    tokens = chosen.tokens(seconds)
+    settings: dict = {}
+    if tokens / max(text_tokens, 1) < LOW_DROPOUT_EPOCHS:
+        settings["dropout"] = LOW_DROPOUT
+    if tokens < SHORT_RUN_TOKENS:
+        settings.update(SHORT_RUN)
+    return settings
+
+
+def describe(
+    chosen: Measured, timed: list[Measured], seconds: float, text_tokens: int, settings: dict
+) -> str:
     """The start line's account of the choice, with the figures it rests on."""
     figures = "; ".join(
         f"{m.name} {m.tokens_per_s / 1000:.1f}k tok/s {m.precision}, "
         f"{m.tokens_per_weight(seconds):.1f} tokens per weight"
         for m in timed
     )
-    return (
+    line = (
         f"model {chosen.name}, sized for {seconds / 60:.3g} min on this machine ({figures}; "
         f"a size pays from {TOKENS_PER_WEIGHT:g} token per weight)"
     )
+    if settings:
+        chosen_settings = ", ".join(
+            f"{name.replace('_', ' ')} {v:g}" for name, v in settings.items()
+        )
+        epochs = chosen.tokens(seconds) / max(text_tokens, 1)
+        line += f"; it reads the text {epochs:.1f} times, so {chosen_settings}"
+    return line

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import signal
 import threading
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from bookgen import checkpoint as ckpt
-from bookgen.budget import Measured, choose_size, describe
+from bookgen.budget import Measured, choose_size, describe, settings_for
 from bookgen.context import (
     PrecisionChoice,
     RunContext,
@@ -70,9 +71,11 @@ class TrainConfig:
     preview_length: int = 200
     max_bad_steps: int = 10  # consecutive non-finite steps before training stops
     # A fresh character-level run with a --minutes budget and no size given gets the model the
-    # budget buys on this machine (see `budget.py`); `bookgen.train` sets this when neither
-    # layers, hidden_size nor embed_size is given. Off: the model's own defaults.
+    # budget buys on this machine, and the dropout, batch size and learning rate that suit how
+    # much it reads (see `budget.py`), except the settings named in `given`. `bookgen.train`
+    # sets both from what it was given. Off: the usual defaults.
     auto_size: bool = False
+    given: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.level not in ("char", "word"):
@@ -324,6 +327,17 @@ class Trainer:
             _check_same_books(manifest["corpus"], self.data.corpus)
         self.batcher = StreamBatcher(self.data.train, config.batch_size, config.bptt)
         self.val_batcher = StreamBatcher(self.data.val, config.val_batch_size, config.bptt)
+        self.size_note = ""
+        if manifest is None and config.auto_size:
+            changes: dict = {}
+            if world.is_main:  # measured once; every process builds the same model
+                model_options, changes = self._size_for_budget(device, model_options)
+            model_options, changes, self.size_note = world.broadcast(
+                (model_options, changes, self.size_note)
+            )
+            if changes:  # a short run's batch size and learning rate
+                config = self.config = dataclasses.replace(config, **changes)
+                self.batcher = StreamBatcher(self.data.train, config.batch_size, config.bptt)
         batch = self.batcher.batch_size
         if batch % world.size:
             fewer = f" (the text only fills {batch} rows)" if batch < config.batch_size else ""
@@ -332,11 +346,6 @@ class Trainer:
                 f"processes: each owns an equal share of the rows; use a multiple of {world.size}"
             )
         self.rows = world.rows(batch)  # the batch rows (streams) this process trains
-        self.size_note = ""
-        if manifest is None and config.auto_size:
-            if world.is_main:  # measured once; every process builds the same model
-                model_options = self._size_for_budget(device, model_options)
-            model_options, self.size_note = world.broadcast((model_options, self.size_note))
         torch.manual_seed(config.seed)
         model_config = ModelConfig(vocab_size=self.data.tokenizer.vocab_size, **model_options)
         self.model = RecurrentLM(model_config).to(device)
@@ -403,15 +412,17 @@ class Trainer:
 
         return step
 
-    def _size_for_budget(self, device: torch.device, model_options: dict) -> dict:
-        """`model_options` with the size this --minutes budget is best spent on (`budget.py`).
+    def _size_for_budget(self, device: torch.device, model_options: dict) -> tuple[dict, dict]:
+        """The size this --minutes budget is best spent on, and the settings that suit it.
 
+        Returns `model_options` with the size (and dropout) set, and the changes to the training
+        settings (batch size, learning rate); see `budget.py`. Settings given by hand are kept.
         Each size considered is timed with real training steps of its model (the precision
         probe, cached per machine); building them leaves the run's random stream alone.
         """
         c = self.config
         if c.minutes is None or c.steps is not None or c.epochs is not None or c.level != "char":
-            return model_options
+            return model_options, {}
         # What is left of the budget once reading is done (the evaluations' share is small).
         seconds = max(c.minutes * 60 - (time.perf_counter() - self.created), 1.0)
         vocab_size = self.data.tokenizer.vocab_size
@@ -428,8 +439,17 @@ class Trainer:
             return Measured(layers, hidden_size, weights, rate, choice.precision)
 
         chosen, timed = choose_size(measure, seconds)
-        self.size_note = describe(chosen, timed, seconds)
-        return {**model_options, "layers": chosen.layers, "hidden_size": chosen.hidden_size}
+        given = set(model_options) | set(c.given)
+        text_tokens = len(self.data.train)
+        settings = {
+            k: v for k, v in settings_for(chosen, seconds, text_tokens).items() if k not in given
+        }
+        self.size_note = describe(chosen, timed, seconds, text_tokens, settings)
+        sized = {"layers": chosen.layers, "hidden_size": chosen.hidden_size}
+        model_options = {**model_options, **sized}
+        if "dropout" in settings:
+            model_options["dropout"] = settings.pop("dropout")
+        return model_options, settings
 
     def _speed(self, device: torch.device, model: RecurrentLM, precision: str) -> float:
         """Training tokens/s of `model` in `precision` here, cached like the precision choice."""

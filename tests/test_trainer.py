@@ -297,3 +297,35 @@ def test_the_speed_of_a_size_is_measured_once_per_machine(tiny_book, tmp_path, m
     first = len(calls)
     bookgen.train(tiny_book, tmp_path / "b", minutes=0.01, **train)
     assert len(calls) == first
+
+
+def test_how_much_the_chosen_size_reads_sets_dropout_batch_and_rate():
+    from bookgen.budget import Measured, settings_for
+
+    size = Measured(1, 256, weights=500_000, tokens_per_s=20_000.0, precision="fp32")
+    # 1 minute: 1.2M tokens, 1.2 passes over a 1M-token book: a short run, little to overfit.
+    assert settings_for(size, 60, 1_000_000) == {
+        "dropout": 0.1, "batch_size": 16, "learning_rate": 0.01,
+    }  # fmt: skip
+    # 3 minutes: 3.6M tokens is no longer short, but 3.6 passes is still little dropout.
+    assert settings_for(size, 180, 1_000_000) == {"dropout": 0.1}
+    # 10 minutes: 12 passes: the usual settings.
+    assert settings_for(size, 600, 1_000_000) == {}
+
+
+def test_a_short_run_gets_its_settings_except_those_given(tiny_book, tmp_path, monkeypatch):
+    _speeds(monkeypatch, {(1, 512): 1.0, (1, 256): 1.0, (1, 128): 1.0})
+    run = dict(minutes=0.02, bptt=16, precision="fp32", device="cpu", preview_length=0)
+    events = []
+    bookgen.train(tiny_book, tmp_path / "a", on_event=events.append, **run)
+    saved = load_checkpoint(tmp_path / "a")
+    assert (saved.model_config.hidden_size, saved.model_config.dropout) == (128, 0.1)
+    assert saved.train_config["batch_size"] == 16
+    assert saved.train_config["learning_rate"] == 0.01
+    note = next(e for e in events if isinstance(e, Started)).size_note
+    assert note.endswith("so dropout 0.1, batch size 16, learning rate 0.01"), note
+    bookgen.train(tiny_book, tmp_path / "b", batch_size=4, dropout=0.2, **run)
+    saved = load_checkpoint(tmp_path / "b")
+    assert (saved.model_config.hidden_size, saved.model_config.dropout) == (128, 0.2)
+    assert saved.train_config["batch_size"] == 4
+    assert saved.train_config["learning_rate"] == 0.01
