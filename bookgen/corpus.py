@@ -307,6 +307,30 @@ def read_document(path: str | Path) -> Document:
     )
 
 
+def read_recorded_books(record: dict, purpose: str) -> list[Document]:
+    """The books a checkpoint was trained on, read again from where they were (record: the
+    manifest's `corpus`), each checked against its recorded sha256 so no other text stands in.
+
+    `purpose` ends the error a user sees when a book cannot be had: what they can do instead.
+    """
+    documents = []
+    paths = record.get("paths") or [None] * len(record.get("documents", []))
+    for saved, path in zip(record.get("documents", []), paths, strict=False):
+        name = saved.get("name", "?")
+        if not path or not Path(path).is_file():
+            where = f" (was {path})" if path else ""
+            raise BookgenError(f"the training book {name!r} is not where it was{where}: {purpose}")
+        document = read_document(path)
+        if hashlib.sha256(document.text.encode("utf-8")).hexdigest() != saved.get("sha256"):
+            raise BookgenError(
+                f"{path}: the book has changed since the model was trained: {purpose}"
+            )
+        documents.append(document)
+    if not documents:
+        raise BookgenError(f"the checkpoint records no training books: {purpose}")
+    return documents
+
+
 def _read_bytes(path: Path) -> bytes:
     if path.is_dir():
         raise BookgenError(f"{path}: is a folder, not a file (read_corpus takes folders)")

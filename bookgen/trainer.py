@@ -222,6 +222,10 @@ def prepare_data(
     settings = tokenizer_settings(config)
     data = tokenize_corpus(documents, settings, tokenizer, config.val_fraction, on_progress)
     corpus = {"documents": data.documents, "val_fraction": config.val_fraction}
+    # Where the books were read from, so that later commands (the copy guard, `bookgen style`)
+    # can read them again; their sha256 tells whether they are still the same text.
+    paths = [getattr(d, "path", None) for d in documents]
+    corpus["paths"] = [str(Path(p).resolve()) if p else None for p in paths]
     return PreparedData(data.tokenizer, data.train, data.val, corpus)
 
 
