@@ -9,6 +9,7 @@ A checkpoint is a folder:
     model-000100.safetensors    the weights with the best validation loss, when not the latest
     train-000120.safetensors    optimizer moments, carried recurrent state, RNG state (for resuming)
     metrics.jsonl               one JSON object per evaluation
+    copy-guard-40.safetensors   the copy guard's index of the book (see guard.py), rebuildable
 
 Tensors are stored with safetensors and everything else as JSON, so loading never unpickles and
 never runs code. Every file is written to a temporary name in the same folder, fsynced and renamed
@@ -193,7 +194,8 @@ def _progress_to_json(progress: TrainingProgress) -> dict:
 
 def _remove_unreferenced(folder: Path, keep) -> None:
     keep = set(keep)
-    for path in folder.glob("*.safetensors"):
+    # Only weights and training state: the copy guard's index (copy-guard-*) stays.
+    for path in [*folder.glob("model-*.safetensors"), *folder.glob("train-*.safetensors")]:
         if path.name not in keep:
             path.unlink(missing_ok=True)
     for path in folder.glob(".*.tmp"):  # left by a process killed mid-write
@@ -228,7 +230,7 @@ def prepare_out(out: Path) -> None:
     if out.is_dir():
         for name in (MANIFEST, TOKENIZER, METRICS):
             (out / name).unlink(missing_ok=True)
-        for pattern in ("model-*.safetensors", "train-*.safetensors"):
+        for pattern in ("model-*.safetensors", "train-*.safetensors", "copy-guard-*"):
             for path in out.glob(pattern):
                 path.unlink()
     try:

@@ -103,6 +103,9 @@ LengthOption = Annotated[int, typer.Option(help=SamplingSettings.help("length"))
 TemperatureOption = Annotated[float, typer.Option(help=SamplingSettings.help("temperature"))]
 TopKOption = Annotated[int, typer.Option(help=SamplingSettings.help("top_k"))]
 TopPOption = Annotated[float, typer.Option(help=SamplingSettings.help("top_p"))]
+MaxCopyOption = Annotated[
+    int, typer.Option(help=SamplingSettings.help("max_copy"), metavar="CHARACTERS")
+]
 
 
 # --- bookgen corpus --------------------------------------------------------------------------
@@ -567,6 +570,7 @@ def sample(
     temperature: TemperatureOption = SAMPLING.temperature,
     top_k: TopKOption = SAMPLING.top_k,
     top_p: TopPOption = SAMPLING.top_p,
+    max_copy: MaxCopyOption = SAMPLING.max_copy,
     random_seed: Annotated[
         Optional[int], typer.Option(help="Fix the draws: the same seed gives the same text.")
     ] = None,
@@ -576,12 +580,14 @@ def sample(
     stdout carries only the seed and the continuation, streamed as it is written, so it can be
     piped. The continuation is drawn at random from the model's predictions, so a model primed
     with "K" may well go on with any letter; use --temperature 0 for the single likeliest text.
+    The copy guard (--max-copy) keeps the model from writing out long passages of its book; the
+    seed is yours and does not count.
     """
     from bookgen.sampler import load
 
-    SamplingSettings(length, temperature, top_k, top_p)  # bad settings fail before loading
+    SamplingSettings(length, temperature, top_k, top_p, max_copy)  # fail before loading
     writer = load(checkpoint)
-    pieces = writer.generate(seed, length, temperature, top_k, top_p, random_seed)
+    pieces = writer.generate(seed, length, temperature, top_k, top_p, random_seed, max_copy)
     out = sys.stdout
     out.write(seed)
     for piece in pieces:
@@ -589,6 +595,14 @@ def sample(
         out.flush()
     out.write("\n")
     out.flush()
+    guard = writer.copy_guard(max_copy)
+    if guard is not None and guard.excluded:
+        err.print(
+            f"copy guard: {guard.excluded} token(s) that would have copied more than "
+            f"{max_copy} characters of the book were drawn again"
+            + (f" ({guard.fallbacks} could not be)" if guard.fallbacks else ""),
+            style="dim",
+        )
 
 
 # --- bookgen chat ----------------------------------------------------------------------------
@@ -602,6 +616,7 @@ def chat(
     temperature: TemperatureOption = SAMPLING.temperature,
     top_k: TopKOption = SAMPLING.top_k,
     top_p: TopPOption = SAMPLING.top_p,
+    max_copy: MaxCopyOption = SAMPLING.max_copy,
     random_seed: Annotated[
         Optional[int], typer.Option(help="Fix the draws: the same seed gives the same text.")
     ] = None,
@@ -612,13 +627,13 @@ def chat(
     carries across turns, so it remembers the whole story without re-reading it; only your new
     text is read each turn. Your text is read exactly as typed (start with a space to begin a
     new word). Type /help in the session for commands (/undo, /retry, /reset, /temperature,
-    /save, /quit). Ctrl-C stops the model mid-turn; Ctrl-C or Ctrl-D at an empty prompt ends the
-    session. With stdin from a pipe, each line is one turn:
+    /copy, /save, /quit). Ctrl-C stops the model mid-turn; Ctrl-C or Ctrl-D at an empty prompt
+    ends the session. With stdin from a pipe, each line is one turn:
     printf 'It was\n/quit\n' | bookgen chat
     """
     from bookgen.interactive import chat_main
 
-    settings = SamplingSettings(length, temperature, top_k, top_p)
+    settings = SamplingSettings(length, temperature, top_k, top_p, max_copy)
     raise typer.Exit(chat_main(checkpoint, random_seed, settings))
 
 

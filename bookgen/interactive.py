@@ -38,6 +38,7 @@ SETTINGS: dict[str, tuple[str, type, str]] = {
     "/top-k": ("top_k", int, "K"),
     "/top-p": ("top_p", float, "P"),
     "/length": ("length", int, "N"),
+    "/copy": ("max_copy", int, "N"),
 }
 
 
@@ -216,8 +217,15 @@ class ChatSession:
             except ValueError:
                 number = "a whole number" if kind is int else "a number"
                 raise BookgenError(f"{label} takes {number}, not {argument!r}") from None
-            self.settings = dataclasses.replace(self.settings, **{field: value})
-        return f"{label} {getattr(self.settings, field):g}"
+            settings = dataclasses.replace(self.settings, **{field: value})
+            self.writer.copy_guard(settings.max_copy)  # its index, built now if need be
+            self.settings = settings
+        value = getattr(self.settings, field)
+        if field == "max_copy":
+            return f"copy {value}: " + (
+                f"never more than {value} characters of the book word for word" if value else "off"
+            )
+        return f"{label} {value:g}"
 
 
 Output = Console | TextIO
@@ -344,6 +352,7 @@ def chat_main(
     """
     writer = load(checkpoint)
     session = ChatSession(writer, settings, random_seed)
+    writer.copy_guard(session.settings.max_copy)  # a missing book is said now, not mid-story
     interactive = sys.stdin.isatty()
     if not interactive:
         # stdout carries only the story, so it can be piped on; messages go to stderr.

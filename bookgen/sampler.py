@@ -20,6 +20,7 @@ import torch
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from bookgen.context import RunContext, inference_context, resolve_device
 from bookgen.errors import BookgenError, BookgenWarning
+from bookgen.guard import CopyGuard, CopyRun, load_guard
 from bookgen.model import RecurrentLM, State
 from bookgen.tokenizer import UNK_ID, StreamDecoder, Tokenizer
 
@@ -45,6 +46,13 @@ class SamplingSettings:
         "Draw only from the likeliest tokens that together make up P of the probability "
         "(1: no limit).",
     )
+    max_copy: int = _setting(
+        40,
+        "Copy guard: never write more than N characters running that the book holds "
+        "word for word (for a word model, about N characters' worth of words); a token that "
+        "would copy more is drawn again from the rest. Common phrases stay possible; "
+        "0 turns the guard off.",
+    )
 
     def __post_init__(self) -> None:
         if self.length < 0:
@@ -55,6 +63,8 @@ class SamplingSettings:
             raise BookgenError(f"top-k must be 0 (off) or more, not {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise BookgenError(f"top-p must be in (0, 1], not {self.top_p}")
+        if self.max_copy < 0:
+            raise BookgenError(f"max-copy must be 0 (off) or more, not {self.max_copy}")
 
     @staticmethod
     def help(name: str) -> str:
@@ -66,9 +76,13 @@ DEFAULTS = SamplingSettings()
 
 
 def choose_token(
-    logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator
-) -> int:
-    """Draw one token id from 1-D `logits` (V,), never the unknown token.
+    logits: torch.Tensor,
+    settings: SamplingSettings,
+    generator: torch.Generator,
+    banned: torch.Tensor | None = None,
+) -> int | None:
+    """Draw one token id from 1-D `logits` (V,), never the unknown token nor a `banned` one
+    ((V,) bool: the copy guard's); None when nothing is left to draw from.
 
     Per token this is a handful of tiny ops on V numbers, so each one is counted: at 65
     characters their dispatch, not their arithmetic, is what costs.
@@ -76,6 +90,10 @@ def choose_token(
     # float64: a tiny temperature must not round to 0. A new tensor, so the caller's is kept.
     logits = logits.to("cpu", torch.float64, copy=True)
     logits[UNK_ID] = float("-inf")
+    if banned is not None:
+        logits[banned] = float("-inf")
+        if not bool(torch.isfinite(logits).any()):
+            return None
     if settings.temperature == 0:
         return int(torch.argmax(logits))
     # Shifted so the largest is 0 before dividing: a tiny temperature then gives -inf for the
@@ -104,11 +122,13 @@ class Primed:
     state: State
     logits: torch.Tensor  # (V,)
     decoder: StreamDecoder | None = None  # writes tokens as text, knowing what came before
+    copy_run: CopyRun | None = None  # the model's own latest tokens, for the copy guard
 
     def copy(self) -> Primed:
         """A snapshot that later generation (which advances a Primed in place) cannot touch."""
         state = tuple(s.clone() for s in self.state)
-        return Primed(state, self.logits.clone(), copy.deepcopy(self.decoder))
+        run = self.copy_run.copy() if self.copy_run is not None else None
+        return Primed(state, self.logits.clone(), copy.deepcopy(self.decoder), run)
 
 
 # Layer 0's input projection is folded into a (V, G*H) table when that table is at most this many
@@ -270,6 +290,7 @@ class TextGenerator:
         self.checkpoint = checkpoint
         self.device = self.context.device
         self._kernel: StepKernel | None = None
+        self._guards: dict[int, CopyGuard] = {}  # max_copy -> its guard
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, context: RunContext) -> TextGenerator:
@@ -302,6 +323,8 @@ class TextGenerator:
         tokens = torch.tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)
         with self.context.autocast():
             logits, state = self.model(tokens, state)
+        # Text read from outside (a seed, the user's turn) is not the model's: copying starts
+        # counting again after it.
         return Primed(state, logits[-1, 0].float(), decoder)
 
     @torch.inference_mode()
@@ -313,15 +336,26 @@ class TextGenerator:
         Each token is read into the state *before* its text is yielded, so a caller that stops
         early (Ctrl-C in chat) holds the state after exactly the text it has shown. Tokens are
         read by a `StepKernel`, into two sets of buffers in turn: a step reads one and writes the
-        other, and `primed` moves to the new one only once the step is complete.
+        other, and `primed` moves to the new one only once the step is complete. With
+        `settings.max_copy`, each drawn token is first put to the copy guard (see guard.py).
         """
         if primed.decoder is None:
             primed.decoder = self.tokenizer.stream_decoder()
+        guard = self.copy_guard(settings.max_copy)
+        run = None
+        if guard is not None:
+            run = primed.copy_run
+            if run is None or run.run_tokens != guard.run_tokens:
+                run = primed.copy_run = guard.new_run()
         kernel = self.step_kernel()
         slots = (kernel.slot(), kernel.slot())
         state = tuple(s.float() for s in primed.state)  # a bf16 forward may have left bf16
         for index in range(settings.length):
             token = choose_token(primed.logits, settings, generator)
+            if run is not None:
+                if guard.blocks(run, token):
+                    token = self._redraw(guard, run, primed.logits, settings, generator)
+                run.push(token)
             slot = slots[index % 2]
             kernel.step(token, state, slot)
             state = slot.state
@@ -329,6 +363,28 @@ class TextGenerator:
             piece = primed.decoder.push(token)
             if piece:
                 yield piece
+
+    def _redraw(self, guard, run, logits, settings, generator) -> int:
+        """Draw again from the tokens that do not extend a copy of the book."""
+        guard.excluded += 1
+        blocked = guard.blocked_tokens(run, self.tokenizer.vocab_size)
+        token = choose_token(logits, settings, generator, banned=blocked)
+        if token is None:  # every token would copy: write on rather than stop
+            guard.fallbacks += 1
+            token = choose_token(logits, settings, generator)
+        return token
+
+    def copy_guard(self, max_copy: int) -> CopyGuard | None:
+        """The guard for `max_copy` characters (None: 0, or a model not loaded from a
+        checkpoint, which has no book to guard against, such as training's previews)."""
+        if max_copy <= 0 or self.checkpoint is None:
+            return None
+        if max_copy not in self._guards:
+            checkpoint = self.checkpoint
+            self._guards[max_copy] = load_guard(
+                checkpoint.path, checkpoint.manifest, self.tokenizer, max_copy
+            )
+        return self._guards[max_copy]
 
     def step_kernel(self) -> StepKernel:
         """The fast step for the model's weights as they are now (rebuilt when they change)."""
@@ -344,13 +400,14 @@ class TextGenerator:
         top_k: int = DEFAULTS.top_k,
         top_p: float = DEFAULTS.top_p,
         random_seed: int | None = None,
+        max_copy: int = DEFAULTS.max_copy,
     ) -> Iterator[str]:
         """Prime with the whole `seed`, then yield the continuation piece by piece.
 
         `seed` is the text to continue; `random_seed` fixes the draws (the same one gives the
         same text). The settings are those of `SamplingSettings`.
         """
-        settings = SamplingSettings(length, temperature, top_k, top_p)
+        settings = SamplingSettings(length, temperature, top_k, top_p, max_copy)
         generator = make_generator(random_seed)
         return self.stream(self.prime(seed), settings, generator)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from bookgen import checkpoint as ckpt
+from bookgen import guard
 from bookgen.budget import Measured, choose_size, describe, settings_for
 from bookgen.context import (
     PrecisionChoice,
@@ -35,6 +36,7 @@ from bookgen.distributed import SINGLE, World
 from bookgen.errors import BookgenError
 from bookgen.metrics import bits_per_char, evaluate_sums, token_nats
 from bookgen.model import ModelConfig, RecurrentLM, State, detach_state
+from bookgen.sampler import DEFAULTS as SAMPLING
 from bookgen.sampler import TextGenerator
 from bookgen.streams import StreamBatcher, TokenStream, Window
 from bookgen.tokencache import split_point, tokenize_corpus
@@ -226,6 +228,7 @@ def prepare_data(
     # can read them again; their sha256 tells whether they are still the same text.
     paths = [getattr(d, "path", None) for d in documents]
     corpus["paths"] = [str(Path(p).resolve()) if p else None for p in paths]
+    corpus["chars_per_token"] = data.train.chars / max(len(data.train), 1)  # the copy guard's unit
     return PreparedData(data.tokenizer, data.train, data.val, corpus)
 
 
@@ -546,6 +549,8 @@ class Trainer:
             break
         if p.last_eval_step != p.step:
             self._evaluate_and_save(self.learning_rate(1.0), tokens_per_s())
+        if self.world.is_main:
+            self._index_for_copy_guard()
         self.world.barrier()  # rank 0 has written the last metrics
         metrics = ckpt.read_metrics(self.out)
         return TrainResult(self.out, p.step, p.best_val_loss, metrics)
@@ -644,6 +649,14 @@ class Trainer:
             is_best=is_best,
         )
         self.emit(Saved(self.out, self.progress.step))
+
+    def _index_for_copy_guard(self) -> None:
+        """Index the books for sampling's copy guard now, while they are surely at hand (one
+        pass over the text; for another --max-copy, sampling builds its own)."""
+        try:
+            guard.save_index(self.out, self.data.corpus, self.data.tokenizer, SAMPLING.max_copy)
+        except BookgenError as error:  # the books moved during training: sampling will say
+            self.emit(Notice(f"copy guard: no index built ({error})"))
 
     def _load_embeddings(self, path: str) -> None:
         from bookgen.embeddings import load_vectors

@@ -30,8 +30,10 @@ def test_checkpoint_holds_the_trained_model_and_everything_needed_to_sample(
     trainer.run()
     files = manifest(trained)["files"]
     names = sorted(p.name for p in trained.iterdir())
-    # Only what the manifest names (plus metrics): no temporary or stale files left behind.
-    assert names == sorted({*files.values(), "checkpoint.json", "metrics.jsonl"})
+    # Only what the manifest names (plus metrics and the copy guard's index of the book, for
+    # the default --max-copy): no temporary or stale files left behind.
+    guard = "copy-guard-40.safetensors"
+    assert names == sorted({*files.values(), "checkpoint.json", "metrics.jsonl", guard})
     loaded = load_checkpoint(trained, which="model")
     # The very weights the trainer ended with, and the tokenizer it trained with.
     expected = trainer.model.state_dict()

@@ -1,0 +1,170 @@
+"""The copy guard: a model that knows its book by heart writes it out; with the guard it cannot
+write more than N characters of it running."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import bookgen
+from bookgen.cli import app
+from bookgen.errors import BookgenError
+from bookgen.guard import CopyIndex, CopyRun, _run_hashes, file_name
+from bookgen.interactive import ChatSession
+from tests.conftest import TINY_MODEL
+
+runner = CliRunner()
+
+# A short text with no repeats: a model learns it by heart in a few seconds.
+TEXT = (
+    "The lamplighter came up the hill at dusk, counting the posts under his breath. "
+    "Mrs. Abernethy watched him from her window, as she had for nineteen years, and "
+    "wondered whether he knew that the seventh lamp never lit before the sixth. "
+    "Her cat, a grey and quarrelsome animal called Bishop, slept on the warm stove. "
+    "Down in the harbour the fishing boats knocked together like idle teeth, and a "
+    "boy with a red scarf sold the last of the mackerel for a penny a string.\n"
+)
+BY_HEART = dict(
+    TINY_MODEL, hidden_size=128, batch_size=2, bptt=64, learning_rate=2e-2, val_fraction=0.05
+)
+
+
+def longest_copy(text: str, book: str) -> int:
+    """The longest run of `text` found in `book` (brute force: tests only)."""
+    best = 0
+    for start in range(len(text)):
+        while start + best < len(text) and text[start : start + best + 1] in book:
+            best += 1
+    return best
+
+
+@pytest.fixture(scope="module")
+def by_heart(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A model over-trained on a short text: left alone, it recites it."""
+    folder = tmp_path_factory.mktemp("by_heart")
+    book = folder / "book.txt"
+    book.write_text(TEXT, encoding="utf-8")
+    bookgen.train(book, folder / "model", steps=200, eval_every=200, **BY_HEART)
+    return folder / "model", TEXT
+
+
+def test_the_guard_keeps_copies_to_max_copy(by_heart):
+    model, book = by_heart
+    writer = bookgen.load(model)
+    seed = "Her cat"
+    free = "".join(writer.generate(seed, 300, temperature=0, max_copy=0))
+    assert longest_copy(free, book) > 100  # it knows the book by heart
+    for temperature in (0, 0.5):
+        guarded = "".join(writer.generate(seed, 300, temperature, random_seed=1, max_copy=20))
+        assert len(guarded) == 300
+        assert longest_copy(guarded, book) <= 20
+    assert writer.copy_guard(20).excluded > 0
+
+
+def test_the_seed_does_not_count(by_heart):
+    model, book = by_heart
+    writer = bookgen.load(model)
+    seed = book[:150]  # a long passage of the book itself
+    written = "".join(writer.generate(seed, 80, temperature=0, max_copy=20))
+    # The model goes on copying for 20 characters of its own, and not one more.
+    assert written[:20] == book[150:170]
+    assert written[:21] not in book
+    assert longest_copy(written, book) <= 20
+
+
+def test_the_index_is_saved_beside_the_checkpoint_and_rebuilt(by_heart, tmp_path: Path):
+    model, book = by_heart
+    saved = model / file_name(40)  # built when training ended, for the default --max-copy
+    assert saved.exists()
+    assert saved.stat().st_size < 2 * len(book.encode("utf-8")) + 1024  # + the file's header
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    (copy / file_name(40)).unlink()
+    writer = bookgen.load(copy)
+    a = "".join(writer.generate("The", 100, random_seed=3))
+    rebuilt = CopyIndex.load(copy / file_name(40))
+    assert rebuilt == CopyIndex.load(saved)  # rebuilt from the book, the same
+    assert a == "".join(bookgen.load(model).generate("The", 100, random_seed=3))
+    "".join(writer.generate("The", 10, max_copy=25))
+    assert (copy / file_name(25)).exists()  # another N, its own index
+
+
+def test_a_missing_book_and_a_missing_index_is_one_clear_error(by_heart, tmp_path: Path):
+    model, _ = by_heart
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    (copy / file_name(40)).unlink()
+    moved = model.parent / "book.txt"
+    shutil.move(moved, tmp_path / "elsewhere.txt")
+    try:
+        with pytest.raises(BookgenError, match="not where it was.*--max-copy 0"):
+            "".join(bookgen.load(copy).generate("it was", 10))
+        result = runner.invoke(app, ["sample", "--checkpoint", str(copy), "--seed", "it"])
+        assert result.exit_code == 2
+        assert "error: the training book 'book' is not where it was" in result.output
+        # Off, it needs no book; with the saved index (the model's own folder) neither.
+        assert len("".join(bookgen.load(copy).generate("it", 30, max_copy=0))) == 30
+        assert len("".join(bookgen.load(model).generate("it", 30))) == 30
+    finally:
+        shutil.move(tmp_path / "elsewhere.txt", moved)
+
+
+def test_every_run_of_the_book_is_in_the_index_and_few_others():
+    rng = np.random.default_rng(0)
+    book = rng.integers(0, 60, size=50_000)
+    index = CopyIndex.build([book], 12, ["x"])
+    runs = 50_000 - 13 + 1
+    assert len(index.data) == math.ceil(12 * runs / 8)  # 12 bits a run, in whole bytes
+    runs = _run_hashes(book, 13)
+    assert index.holds_each(runs).all()
+    assert all(index.holds(int(h)) for h in runs[:500])
+    others = _run_hashes(rng.integers(0, 60, size=50_000), 13)
+    assert index.holds_each(others).mean() < 0.01  # false "yes": about 0.3%
+
+
+def test_the_rolling_hash_is_the_hash_of_the_last_n_tokens():
+    tokens = np.arange(100) % 7
+    hashes = _run_hashes(tokens, 6)
+    run = CopyRun(5)
+    for position, token in enumerate(tokens[:-1]):
+        run.push(int(token))
+        if position >= 4:
+            assert run.extended(int(tokens[position + 1])) == int(hashes[position - 4])
+
+
+def test_the_cli_and_chat_set_the_guard(by_heart):
+    model, _ = by_heart
+    bad = runner.invoke(app, ["sample", "--checkpoint", str(model), "--max-copy", "-1"])
+    assert bad.exit_code == 2
+    assert "error: max-copy must be 0 (off) or more, not -1" in bad.output
+    result = runner.invoke(
+        app, ["sample", "--checkpoint", str(model), "--seed", "Her cat",
+              "--temperature", "0", "--max-copy", "15", "--length", "200"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "copy guard:" in result.output  # a by-heart model needs it, and is told so
+    session = ChatSession(bookgen.load(model))
+    assert session.command("/copy 12") == (
+        "copy 12: never more than 12 characters of the book word for word"
+    )
+    assert session.command("/copy 0") == "copy 0: off"
+    assert "--max-copy" in runner.invoke(app, ["sample", "--help"]).output
+
+
+def test_a_word_model_counts_words_worth_of_characters(tmp_path: Path):
+    book = tmp_path / "book.txt"
+    book.write_text(TEXT, encoding="utf-8")
+    options = dict(BY_HEART, level="word")
+    bookgen.train(book, tmp_path / "words", steps=150, eval_every=150, **options)
+    writer = bookgen.load(tmp_path / "words")
+    per_token = writer.checkpoint.manifest["corpus"]["chars_per_token"]
+    assert writer.copy_guard(40).run_tokens == round(40 / per_token)
+    free = "".join(writer.generate("Her cat", 60, temperature=0, max_copy=0))
+    guarded = "".join(writer.generate("Her cat", 60, temperature=0, max_copy=40))
+    assert longest_copy(free, TEXT) > 100
+    assert longest_copy(guarded, TEXT) < 80
