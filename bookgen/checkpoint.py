@@ -123,6 +123,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     state: tuple[torch.Tensor, ...] | None = None,
     is_best: bool = False,
+    machine: dict | None = None,
 ) -> Path:
     """Write the latest state of a run (and, if `is_best`, its best weights) into `folder`."""
     folder = Path(folder)
@@ -150,6 +151,7 @@ def save_checkpoint(
         "precision": precision,
         "progress": _progress_to_json(progress),
         "optimizer_groups": _optimizer_groups(optimizer),
+        "machine": machine or {},  # where it trained: processor, device, threads, processes
         "files": {
             "tokenizer": TOKENIZER,
             "model": model_file,

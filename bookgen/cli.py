@@ -418,6 +418,7 @@ class _TrainDisplay:
         self.token_progress = None  # bars while the books are read into the token cache
         self.token_tasks: dict[str, int] = {}  # stage -> its bar
         self.last_val = ""
+        self.val_losses: list[float] = []  # the validation curve so far, drawn in the bar
 
     def __enter__(self):
         return self
@@ -463,8 +464,15 @@ class _TrainDisplay:
             info = f"step {event.step}  loss {loss}{self.last_val}  {event.tokens_per_s:,.0f} tok/s"
             self.progress.update(self.task, completed=min(event.budget_used, 1.0), info=info)
         elif isinstance(event, t.Evaluated):
+            from bookgen.report import val_sparkline
+
             m = event.metrics
-            self.last_val = f"  val {m['val_loss']:.3f} ({m['val_bits_per_char']:.3f} bpc)"
+            self.val_losses.append(m["val_loss"])
+            curve = val_sparkline(self.val_losses) if len(self.val_losses) > 1 else ""
+            self.last_val = (
+                f"  val {curve}{' ' if curve else ''}{m['val_loss']:.3f} "
+                f"({m['val_bits_per_char']:.3f} bpc)"
+            )
             mark = " (best)" if event.best else ""
             self.progress.console.print(
                 f"[bold]step {m['step']}[/]: val loss {m['val_loss']:.4f} nats/token, "
@@ -551,6 +559,40 @@ def evaluate(
         f"{scores['perplexity']:.2f}", f"{scores['bits_per_char']:.4f}",
     )  # fmt: skip
     Console().print(table)
+
+
+# --- bookgen report --------------------------------------------------------------------------
+
+
+@app.command()
+@clean_errors
+def report(
+    checkpoint: CheckpointOption = None,
+    png: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Also draw the loss curves into this PNG image (800 x 450, with matplotlib)."
+        ),
+    ] = None,
+) -> None:
+    """Show a training run: its books, model and settings, what it reached, its loss curves.
+
+    Read from the checkpoint folder alone (checkpoint.json and metrics.jsonl); nothing is
+    trained or scored again. Losses are nats per token on the held-out text (the last
+    --val-fraction of each book) and on the training windows since the evaluation before; bits
+    per character is comparable between character and word models. One point per evaluation
+    (train --eval-every): a run with no evaluation yet shows its settings and no curve.
+    """
+    from bookgen.report import load_report, report_renderables, write_png
+
+    run = load_report(checkpoint)
+    if png is not None:  # before printing: a bad --png is then the only line shown
+        written = write_png(run, png)
+    console = Console()
+    for renderable in report_renderables(run, width=min(console.width, 100)):
+        console.print(renderable)
+    if png is not None:
+        err.print(f"curves written to {written}", markup=False, soft_wrap=True)
 
 
 # --- bookgen sample --------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from bookgen.context import (
     choose_precision,
     measured_speed,
     precision_cache_key,
+    processor_name,
     resolve_device,
 )
 from bookgen.corpus import BookFile, Document
@@ -647,8 +648,20 @@ class Trainer:
             optimizer=self.optimizer,
             state=state,
             is_best=is_best,
+            machine=self._machine(),
         )
         self.emit(Saved(self.out, self.progress.step))
+
+    def _machine(self) -> dict:
+        """Where this run trained, for `bookgen report` (a resumed run records where it ended)."""
+        return {
+            "processor": processor_name(),
+            "device": str(self.context.device),
+            "threads": torch.get_num_threads(),
+            "processes": self.world.size,
+            "torch": torch.__version__,
+            "size_note": self.size_note,
+        }
 
     def _index_for_copy_guard(self) -> None:
         """Index the books for sampling's copy guard now, while they are surely at hand (one
