@@ -133,8 +133,15 @@ class CopyIndex:
 
     def holds(self, run_hash: int) -> bool:
         """Whether the run with this hash may be in the book (never False for one that is)."""
-        data = self.data
-        for position in _bit_positions(run_hash, self.bits):
+        # _bit_positions written out, stopping at the first bit not set: about half the bits
+        # are set, so a run that is not in the book is usually turned away after one or two.
+        data, bits = self.data, self.bits
+        position = _mix(run_hash) % bits
+        if not (data[position >> 3] >> (position & 7)) & 1:
+            return False
+        step = _mix(run_hash ^ SALT) % (bits - 1) + 1
+        for _ in range(HASHES - 1):
+            position = (position + step) % bits
             if not (data[position >> 3] >> (position & 7)) & 1:
                 return False
         return True
