@@ -514,6 +514,65 @@ class _TrainDisplay:
             self.token_progress = None
 
 
+# --- bookgen explain -------------------------------------------------------------------------
+
+
+@app.command()
+@clean_errors
+def explain(
+    paths: Annotated[
+        list[str], typer.Argument(help="Book files, folders of .txt books, globs or book names.")
+    ],
+    batch_size: Annotated[
+        Optional[int],
+        typer.Option(
+            help="B: batch rows (streams). "
+            + _default(TrainConfig, "batch_size", "or the checkpoint's")
+        ),
+    ] = None,
+    bptt: Annotated[
+        Optional[int],
+        typer.Option(
+            help="T: tokens per window. " + _default(TrainConfig, "bptt", "or the checkpoint's")
+        ),
+    ] = None,
+    windows: Annotated[
+        int, typer.Option(help="How many windows of each row to show side by side.")
+    ] = 3,
+    level: Annotated[
+        Optional[str],
+        typer.Option(help="char or word. " + _default(TrainConfig, "level", "or the checkpoint's")),
+    ] = None,
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="A trained model: explain with its tokenizer and settings, and measure what its "
+            "carried state is worth on these books (bits per character, carried vs reset every T)."
+        ),
+    ] = None,
+) -> None:
+    """Show, on your own books, how training cuts them into batch rows and windows.
+
+    The books are read exactly as `bookgen train` reads them (the first 90% of each, end to end)
+    and cut into B rows, one stream each. Each step reads the next T tokens of every row, so row
+    i of one window continues row i of the window before it, and the hidden state carried from
+    window to window belongs to the text read next. The tables show where each row begins, its
+    first windows side by side, and where a row crosses into the next book and its state is
+    reset (|*).
+    """
+    from bookgen.explain import explain_renderables, explain_streams, state_value
+
+    with err.status("reading the books"):
+        explanation = explain_streams(paths, batch_size, bptt, windows, checkpoint, level)
+    value = None
+    if checkpoint is not None:
+        with err.status("scoring the model, state carried and reset every T tokens"):
+            value = state_value(paths, checkpoint, explanation.bptt)
+    console = Console()
+    for renderable in explain_renderables(explanation, value, width=console.width):
+        console.print(renderable)
+
+
 # --- bookgen eval ----------------------------------------------------------------------------
 
 
