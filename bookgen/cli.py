@@ -706,6 +706,59 @@ def sample(
         )
 
 
+# --- bookgen style ---------------------------------------------------------------------------
+
+
+@app.command()
+@clean_errors
+def style(
+    text: Annotated[
+        Path,
+        typer.Argument(
+            help="The text to judge, e.g. a sample saved with bookgen sample > sample.txt.",
+            show_default=False,
+        ),
+    ],
+    checkpoint: CheckpointOption = None,
+    against: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Another book to measure the distance to: a file, a folder of .txt books or a "
+            "catalogue name; repeat for more (--against moby-dick --against little-women).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of tables.")
+    ] = False,
+) -> None:
+    """How close is a text to the book the model learned from, and to other books?
+
+    Copying: the longest run of characters of the text found verbatim in the training book,
+    and the share of the text's 20-character runs (one starting at each character) found
+    there; spaces and line ends are compared as one space. Style: sentence and word lengths,
+    punctuation, the share of characters in quotation marks, the type-token ratio over
+    windows of equal length and the rates of the book's commonest function words, for the
+    text beside the book. Distance to each book, lower is closer: Burrows' Delta and Cosine
+    Delta (the commonest words of all the books, z-scored over chunks of them) and the bits
+    per character of the text under a character n-gram model of the book. The closest book
+    is the one with the fewest bits per character: that measure reads every character, so it
+    also judges an early model's half-formed words. No model is loaded: the training books
+    are read again from where they were trained. --json prints the settings used.
+    """
+    import json
+
+    from bookgen.style import compare_style, style_tables
+
+    report = compare_style(text, checkpoint, against or ())
+    if as_json:
+        print(json.dumps(report.to_json()))
+        return
+    console = Console()
+    for renderable in style_tables(report):
+        console.print(renderable)
+
+
 # --- bookgen chat ----------------------------------------------------------------------------
 
 
