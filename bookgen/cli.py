@@ -698,11 +698,17 @@ def sample(
     out.flush()
     guard = writer.copy_guard(max_copy)
     if guard is not None and guard.excluded:
+        # Some are the index's false alarms (about 1 draw in 1,300), so they are not all copies.
         err.print(
-            f"copy guard: {guard.excluded} token(s) that would have copied more than "
-            f"{max_copy} characters of the book were drawn again"
-            + (f" ({guard.fallbacks} could not be)" if guard.fallbacks else ""),
+            f"copy guard: {guard.excluded} token(s) drawn again, where a run of the book would "
+            f"have grown past {max_copy} characters (or, about 1 draw in 1,300, a false alarm)"
+            + (
+                f"; {guard.fallbacks} could not be, nothing else being left"
+                if guard.fallbacks
+                else ""
+            ),
             style="dim",
+            markup=False,
         )
 
 
