@@ -283,3 +283,19 @@ def test_held_out_text_is_attributed_to_its_author(tmp_path: Path):
         distance = {name: getattr(d, measure) for name, d in report.distances.items()}
         assert min(distance, key=distance.__getitem__) == "moby-dick", measure
     assert report.longest_copy < 100  # cut out of the book: no long copy
+
+
+def test_a_models_samples_are_attributed_to_its_book(tmp_path: Path):
+    """A small model trained briefly on Alice writes text that `style` puts nearest Alice, not
+    the other novels (by the n-gram measure that decides `closest`)."""
+    folder = shared_corpus("gutenberg")
+    out = tmp_path / "alice"
+    options = dict(TINY_MODEL, hidden_size=128, batch_size=16, bptt=64, learning_rate=1e-2)
+    bookgen.train(folder / "alice-in-wonderland.txt", out, steps=150, eval_every=150, **options)
+    sample = tmp_path / "sample.txt"
+    sample.write_text("".join(bookgen.load(out).generate("Alice", 3000, random_seed=1)))
+    others = [str(folder / f"{name}.txt") for name in ("moby-dick", "pride-and-prejudice")]
+    report = compare_style(sample, out, against=others)
+    assert report.closest == "alice-in-wonderland"
+    bits = {name: d.ngram_bits_per_char for name, d in report.distances.items()}
+    assert bits["alice-in-wonderland"] < min(bits["moby-dick"], bits["pride-and-prejudice"])
