@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from bookgen.errors import BookgenWarning
 from bookgen.files import atomic_write
 
 FORMAT = 1
@@ -257,6 +259,25 @@ class CopyGuard:
 # --- the index of a checkpoint -----------------------------------------------------------------
 
 OFF_HINT = "or turn the copy guard off with --max-copy 0"
+# The index is built from the books read whole, one at a time, in about 1 s per million tokens:
+# beyond this many tokens (some 20 novels) the guard stays off rather than hold up every run.
+MAX_TOKENS = 25_000_000
+
+
+def corpus_tokens(corpus: dict) -> int:
+    chars = sum(d.get("chars", 0) for d in corpus.get("documents", []))
+    return round(chars / chars_per_token(corpus))
+
+
+def too_large(corpus: dict) -> str | None:
+    """Why the guard is off for this corpus, or None when it can be indexed."""
+    tokens = corpus_tokens(corpus)
+    if tokens <= MAX_TOKENS:
+        return None
+    return (
+        f"copy guard off: the books hold {tokens:,} tokens, more than the {MAX_TOKENS:,} it "
+        "indexes; the text is written unguarded"
+    )
 
 
 def chars_per_token(corpus: dict) -> float:
@@ -264,9 +285,14 @@ def chars_per_token(corpus: dict) -> float:
     return float(corpus.get("chars_per_token") or 1.0)
 
 
-def load_guard(folder: Path, manifest: dict, tokenizer, max_copy: int) -> CopyGuard:
-    """The guard for `max_copy` characters: its saved index, or one built from the books."""
+def load_guard(folder: Path, manifest: dict, tokenizer, max_copy: int) -> CopyGuard | None:
+    """The guard for `max_copy` characters: its saved index, or one built from the books
+    (None, with a warning, for books too large to index)."""
     corpus = manifest["corpus"]
+    reason = too_large(corpus)
+    if reason is not None:
+        warnings.warn(reason, BookgenWarning, stacklevel=3)
+        return None
     run_tokens = run_tokens_for(max_copy, chars_per_token(corpus))
     books = [d.get("sha256") for d in corpus.get("documents", [])]
     path = Path(folder) / file_name(run_tokens)
@@ -299,7 +325,7 @@ def _encode(tokenizer, text: str) -> list[int]:
 def save_index(folder: Path, corpus: dict, tokenizer, max_copy: int) -> Path | None:
     """Build and save the index for `max_copy` when training ends; None where the books are
     not on disk (given as text from Python): sampling then says what is missing."""
-    if not all(corpus.get("paths") or [None]):
+    if not all(corpus.get("paths") or [None]) or too_large(corpus) is not None:
         return None
     run_tokens = run_tokens_for(max_copy, chars_per_token(corpus))
     return build_index(corpus, tokenizer, run_tokens).save(Path(folder) / file_name(run_tokens))

@@ -290,7 +290,7 @@ class TextGenerator:
         self.checkpoint = checkpoint
         self.device = self.context.device
         self._kernel: StepKernel | None = None
-        self._guards: dict[int, CopyGuard] = {}  # max_copy -> its guard
+        self._guards: dict[int, CopyGuard | None] = {}  # max_copy -> its guard
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, context: RunContext) -> TextGenerator:
@@ -375,8 +375,8 @@ class TextGenerator:
         return token
 
     def copy_guard(self, max_copy: int) -> CopyGuard | None:
-        """The guard for `max_copy` characters (None: 0, or a model not loaded from a
-        checkpoint, which has no book to guard against, such as training's previews)."""
+        """The guard for `max_copy` characters (None: 0, books too large to index, or a model not
+        loaded from a checkpoint, which has no book to guard against: training's previews)."""
         if max_copy <= 0 or self.checkpoint is None:
             return None
         if max_copy not in self._guards:

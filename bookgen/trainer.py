@@ -666,6 +666,10 @@ class Trainer:
     def _index_for_copy_guard(self) -> None:
         """Index the books for sampling's copy guard now, while they are surely at hand (one
         pass over the text; for another --max-copy, sampling builds its own)."""
+        reason = guard.too_large(self.data.corpus)
+        if reason is not None:
+            self.emit(Notice(reason))
+            return
         try:
             guard.save_index(self.out, self.data.corpus, self.data.tokenizer, SAMPLING.max_copy)
         except BookgenError as error:  # the books moved during training: sampling will say

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import bookgen
 from bookgen.cli import app
-from bookgen.errors import BookgenError
+from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.guard import CopyIndex, CopyRun, _run_hashes, file_name
 from bookgen.interactive import ChatSession
 from tests.conftest import TINY_MODEL
@@ -168,3 +168,14 @@ def test_a_word_model_counts_words_worth_of_characters(tmp_path: Path):
     guarded = "".join(writer.generate("Her cat", 60, temperature=0, max_copy=40))
     assert longest_copy(free, TEXT) > 100
     assert longest_copy(guarded, TEXT) < 80
+
+
+def test_books_too_large_to_index_are_sampled_unguarded_with_a_warning(by_heart, monkeypatch):
+    model, _ = by_heart
+    monkeypatch.setattr("bookgen.guard.MAX_TOKENS", 100)  # the book has 463 characters
+    writer = bookgen.load(model)
+    with pytest.warns(
+        BookgenWarning, match="copy guard off: the books hold 463 tokens, more than the 100"
+    ):
+        text = "".join(writer.generate("Her cat", 300, temperature=0))
+    assert longest_copy(text, TEXT) > 100  # unguarded: it recites
