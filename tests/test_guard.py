@@ -16,6 +16,7 @@ from bookgen.cli import app
 from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.guard import CopyIndex, CopyRun, _run_hashes, file_name
 from bookgen.interactive import ChatSession
+from bookgen.sampler import SamplingSettings
 from tests.conftest import TINY_MODEL
 
 runner = CliRunner()
@@ -179,3 +180,15 @@ def test_books_too_large_to_index_are_sampled_unguarded_with_a_warning(by_heart,
     ):
         text = "".join(writer.generate("Her cat", 300, temperature=0))
     assert longest_copy(text, TEXT) > 100  # unguarded: it recites
+
+
+def test_a_continuation_stopped_in_chat_still_counts_as_the_models_own(by_heart):
+    model, _ = by_heart
+    session = ChatSession(bookgen.load(model), SamplingSettings(temperature=0, max_copy=20))
+    pieces = session.turn("Her cat")
+    written = "".join(next(pieces) for _ in range(15))
+    pieces.close()  # as a Ctrl-C does
+    assert list(session.primed.copy_run.recent) == session.writer.tokenizer.encode(written)
+    # Going on from there, the copy never runs past 20 characters across the two pieces.
+    more = "".join(session.turn(""))
+    assert longest_copy(written + more, TEXT) <= 20
