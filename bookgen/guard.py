@@ -328,4 +328,9 @@ def save_index(folder: Path, corpus: dict, tokenizer, max_copy: int) -> Path | N
     if not all(corpus.get("paths") or [None]) or too_large(corpus) is not None:
         return None
     run_tokens = run_tokens_for(max_copy, chars_per_token(corpus))
-    return build_index(corpus, tokenizer, run_tokens).save(Path(folder) / file_name(run_tokens))
+    path = Path(folder) / file_name(run_tokens)
+    saved = CopyIndex.load(path)
+    books = [d.get("sha256") for d in corpus.get("documents", [])]
+    if saved is not None and saved.books == books and saved.run_tokens == run_tokens:
+        return path  # a resumed run: the books are the same, and so is their index
+    return build_index(corpus, tokenizer, run_tokens).save(path)
