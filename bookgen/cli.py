@@ -688,6 +688,7 @@ def sample(
 
     SamplingSettings(length, temperature, top_k, top_p, max_copy)  # fail before loading
     writer = load(checkpoint)
+    writer.copy_guard(max_copy)  # its index, built now if need be: errors before the seed prints
     pieces = writer.generate(seed, length, temperature, top_k, top_p, random_seed, max_copy)
     out = sys.stdout
     out.write(seed)

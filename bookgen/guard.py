@@ -18,9 +18,9 @@ book, under 2x the book's size, and a question costs at most K bit lookups, for 
     index         bits[(h1 + i*h2) % m] = 1   for i < K, (h1, h2) mixed from H
     sampling      context hash of the last n written tokens, updated in O(1) per token
 
-It is built once, when training ends, from the token streams (train and validation), and saved
-beside the checkpoint as copy-guard-<n>.safetensors; one for another N, or one that is missing, is
-built from the books again (read from where they were, checked against their sha256).
+It is built once, when training ends, from the books (the text given, or the files read again),
+and saved beside the checkpoint as copy-guard-<n>.safetensors; one for another N, or one that is
+missing, is built from the books again (read from where they were, checked against their sha256).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from bookgen.errors import BookgenWarning
+from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.files import atomic_write
 
 FORMAT = 1
@@ -74,7 +74,7 @@ def _mix(z):
     return z ^ (z >> 31)
 
 
-def _run_hashes(tokens: np.ndarray, length: int) -> np.ndarray:
+def run_hashes(tokens: np.ndarray, length: int) -> np.ndarray:
     """(L - length + 1,) uint64: the rolling hash of every `length`-token run of `tokens`."""
     count = len(tokens) - length + 1
     hashes = np.zeros(max(count, 0), dtype=np.uint64)
@@ -124,13 +124,18 @@ class CopyIndex:
         flags = np.zeros(bits // 8, dtype=np.uint8)
         for array in arrays:
             for begin in range(0, max(len(array) - length + 1, 0), CHUNK):
-                piece = array[begin : begin + CHUNK + length - 1]
-                positions = _bit_positions(_run_hashes(piece, length), bits).ravel()
-                np.bitwise_or.at(
-                    flags,
-                    (positions >> np.uint64(3)).astype(np.intp),
-                    (np.uint8(1) << (positions & np.uint64(7)).astype(np.uint8)),
-                )
+                hashes = run_hashes(array[begin : begin + CHUNK + length - 1], length)
+                # One hash function at a time: (R,) arrays, not (R, K), keep the memory small.
+                with np.errstate(over="ignore"):
+                    position = _mix(hashes) % np.uint64(bits)
+                    step = _mix(hashes ^ np.uint64(SALT)) % np.uint64(bits - 1) + np.uint64(1)
+                for _ in range(HASHES):
+                    np.bitwise_or.at(
+                        flags,
+                        (position >> np.uint64(3)).astype(np.intp),
+                        np.uint8(1) << (position & np.uint64(7)).astype(np.uint8),
+                    )
+                    position = (position + step) % np.uint64(bits)
         return cls(run_tokens, bits, flags.tobytes(), list(books))
 
     def holds(self, run_hash: int) -> bool:
@@ -301,18 +306,22 @@ def load_guard(folder: Path, manifest: dict, tokenizer, max_copy: int) -> CopyGu
         index = build_index(corpus, tokenizer, run_tokens)
         try:
             index.save(path)
-        except OSError:
-            pass  # a read-only checkpoint: the index serves this session only
+        except BookgenError as error:  # a read-only checkpoint: the index serves this session
+            warnings.warn(f"copy guard: index not saved ({error})", BookgenWarning, stacklevel=3)
     return CopyGuard(index, max_copy)
 
 
-def build_index(corpus: dict, tokenizer, run_tokens: int) -> CopyIndex:
-    """Index the training books, read again from where they were (checked by sha256)."""
+def build_index(
+    corpus: dict, tokenizer, run_tokens: int, texts: Sequence[str] | None = None
+) -> CopyIndex:
+    """Index the training books: `texts` (training's own, when it was given them as text), or
+    the books read again from where they were (checked by sha256)."""
     from bookgen.corpus import read_recorded_books
 
-    purpose = f"the copy guard builds its index from it; put it back, {OFF_HINT}"
-    documents = read_recorded_books(corpus, purpose)
-    arrays = [np.asarray(_encode(tokenizer, d.text), dtype=np.int64) for d in documents]
+    if texts is None:
+        purpose = f"the copy guard builds its index from it; put it back, {OFF_HINT}"
+        texts = [d.text for d in read_recorded_books(corpus, purpose)]
+    arrays = [np.asarray(_encode(tokenizer, text), dtype=np.int64) for text in texts]
     books = [d.get("sha256") for d in corpus.get("documents", [])]
     return CopyIndex.build(arrays, run_tokens, books)
 
@@ -322,10 +331,12 @@ def _encode(tokenizer, text: str) -> list[int]:
     return encode_long(text)[0] if encode_long is not None else tokenizer.encode(text)
 
 
-def save_index(folder: Path, corpus: dict, tokenizer, max_copy: int) -> Path | None:
-    """Build and save the index for `max_copy` when training ends; None where the books are
-    not on disk (given as text from Python): sampling then says what is missing."""
-    if not all(corpus.get("paths") or [None]) or too_large(corpus) is not None:
+def save_index(
+    folder: Path, corpus: dict, tokenizer, max_copy: int, texts: Sequence[str] | None = None
+) -> Path | None:
+    """Build and save the index for `max_copy` when training ends, from `texts` (books given
+    as text) or the books on disk; None for books too large to index."""
+    if too_large(corpus) is not None:
         return None
     run_tokens = run_tokens_for(max_copy, chars_per_token(corpus))
     path = Path(folder) / file_name(run_tokens)
@@ -333,4 +344,4 @@ def save_index(folder: Path, corpus: dict, tokenizer, max_copy: int) -> Path | N
     books = [d.get("sha256") for d in corpus.get("documents", [])]
     if saved is not None and saved.books == books and saved.run_tokens == run_tokens:
         return path  # a resumed run: the books are the same, and so is their index
-    return build_index(corpus, tokenizer, run_tokens).save(path)
+    return build_index(corpus, tokenizer, run_tokens, texts).save(path)

@@ -179,14 +179,16 @@ class ChatSession:
                 # The sampler may have read more or less than it yielded when it was stopped;
                 # re-read what was yielded, so the state is the state after the story's text.
                 self.primed = self.writer.prime(text, start.copy())
-                self._count_as_written(text)
+                self._count_as_written(text, start)
 
-    def _count_as_written(self, text: str) -> None:
-        """Re-read text is still the model's own: the copy guard goes on counting it (prime
-        starts counting afresh, as after the user's text)."""
+    def _count_as_written(self, text: str, start: Primed) -> None:
+        """Re-read text is still the model's own: the copy guard goes on counting it from where
+        `start` stood (prime starts counting afresh, as after the user's text)."""
         guard = self.writer.copy_guard(self.settings.max_copy)
         if guard is not None:
-            run = guard.new_run()
+            run = start.copy_run.copy() if start.copy_run is not None else None
+            if run is None or run.run_tokens != guard.run_tokens:
+                run = guard.new_run()
             for token in self.writer.tokenizer.encode(text):
                 run.push(token)
             self.primed.copy_run = run

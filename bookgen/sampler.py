@@ -342,11 +342,11 @@ class TextGenerator:
         if primed.decoder is None:
             primed.decoder = self.tokenizer.stream_decoder()
         guard = self.copy_guard(settings.max_copy)
-        run = None
-        if guard is not None:
-            run = primed.copy_run
-            if run is None or run.run_tokens != guard.run_tokens:
-                run = primed.copy_run = guard.new_run()
+        if guard is None:
+            primed.copy_run = None  # what is written unguarded is not counted: start afresh later
+        elif primed.copy_run is None or primed.copy_run.run_tokens != guard.run_tokens:
+            primed.copy_run = guard.new_run()
+        run = primed.copy_run
         kernel = self.step_kernel()
         slots = (kernel.slot(), kernel.slot())
         state = tuple(s.float() for s in primed.state)  # a bf16 forward may have left bf16

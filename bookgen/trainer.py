@@ -322,6 +322,9 @@ class Trainer:
         quiet = lambda event: None  # noqa: E731
         self.emit = (on_event or quiet) if world.is_main else quiet
         self.documents = [d.name for d in documents]
+        # Books given as text (from Python) are indexed for the copy guard from that text.
+        texts = [getattr(d, "text", None) for d in documents]
+        self.texts = texts if all(t is not None for t in texts) else None
         device = world.device if world.active else resolve_device(config.device)
         manifest = ckpt.read_manifest(self.out) if resume else None
         if manifest is None:
@@ -671,7 +674,9 @@ class Trainer:
             self.emit(Notice(reason))
             return
         try:
-            guard.save_index(self.out, self.data.corpus, self.data.tokenizer, SAMPLING.max_copy)
+            guard.save_index(
+                self.out, self.data.corpus, self.data.tokenizer, SAMPLING.max_copy, self.texts
+            )
         except BookgenError as error:  # the books moved during training: sampling will say
             self.emit(Notice(f"copy guard: no index built ({error})"))
 

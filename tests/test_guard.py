@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 import bookgen
 from bookgen.cli import app
 from bookgen.errors import BookgenError, BookgenWarning
-from bookgen.guard import CopyIndex, CopyRun, _run_hashes, file_name
+from bookgen.guard import CopyIndex, CopyRun, file_name, run_hashes
 from bookgen.interactive import ChatSession
 from bookgen.sampler import SamplingSettings
 from tests.conftest import TINY_MODEL
@@ -121,16 +121,16 @@ def test_every_run_of_the_book_is_in_the_index_and_few_others():
     index = CopyIndex.build([book], 12, ["x"])
     runs = 50_000 - 13 + 1
     assert len(index.data) == math.ceil(15 * runs / 8)  # 15 bits a run, in whole bytes
-    runs = _run_hashes(book, 13)
+    runs = run_hashes(book, 13)
     assert index.holds_each(runs).all()
     assert all(index.holds(int(h)) for h in runs[:500])
-    others = _run_hashes(rng.integers(0, 60, size=50_000), 13)
+    others = run_hashes(rng.integers(0, 60, size=50_000), 13)
     assert index.holds_each(others).mean() < 0.003  # false "yes": about 0.08%
 
 
 def test_the_rolling_hash_is_the_hash_of_the_last_n_tokens():
     tokens = np.arange(100) % 7
-    hashes = _run_hashes(tokens, 6)
+    hashes = run_hashes(tokens, 6)
     run = CopyRun(5)
     for position, token in enumerate(tokens[:-1]):
         run.push(int(token))
@@ -192,3 +192,31 @@ def test_a_continuation_stopped_in_chat_still_counts_as_the_models_own(by_heart)
     # Going on from there, the copy never runs past 20 characters across the two pieces.
     more = "".join(session.turn(""))
     assert longest_copy(written + more, TEXT) <= 20
+
+
+def test_a_read_only_checkpoint_builds_the_index_for_the_session(by_heart, tmp_path: Path):
+    model, book = by_heart
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    (copy / file_name(30)).mkdir()  # where the index for --max-copy 30 would be written
+    writer = bookgen.load(copy)
+    with pytest.warns(BookgenWarning, match="copy guard: index not saved"):
+        text = "".join(writer.generate("Her cat", 200, temperature=0, max_copy=30))
+    assert longest_copy(text, book) <= 30
+
+
+def test_books_given_as_text_are_indexed_from_that_text(tmp_path: Path):
+    from bookgen.corpus import Document
+
+    document = Document("mem", "nowhere/mem.txt", TEXT, "utf-8", False)
+    model = tmp_path / "model"
+    trainer_options = dict(BY_HEART, steps=20, eval_every=20)
+    from bookgen.api import MODEL_FIELDS
+    from bookgen.trainer import TrainConfig, Trainer
+
+    model_options = {k: v for k, v in trainer_options.items() if k in MODEL_FIELDS}
+    train_options = {k: v for k, v in trainer_options.items() if k not in MODEL_FIELDS}
+    Trainer([document], model_options, TrainConfig(**train_options), model).run()
+    assert (model / file_name(40)).exists()  # no file to read: built from the text given
+    text = "".join(bookgen.load(model).generate("Her cat", 200, temperature=0, max_copy=40))
+    assert len(text) == 200 and longest_copy(text, TEXT) <= 40
