@@ -448,6 +448,11 @@ class _TrainDisplay:
             self._stop_tokenizing()
             if event.resumed_at_step:
                 err.print(f"resuming at step {event.resumed_at_step}")
+                from bookgen.checkpoint import read_metrics
+
+                # The validation curve goes on from the saved run's.
+                records = read_metrics(event.out)
+                self.val_losses = [r["val_loss"] for r in records if "val_loss" in r]
             err.print(
                 f"training on {', '.join(event.documents)}: {event.train_tokens:,} tokens "
                 f"({event.val_tokens:,} held out), vocabulary {event.vocab_size}, "

@@ -156,8 +156,9 @@ def _precision_note(precision: dict) -> str:
 def _epochs(progress: dict, evaluations: list[dict]) -> float:
     """Epochs done: to the share of the current one when the last evaluation is at the last step
     (as at the end of every run), else whole epochs (the manifest alone has no row length)."""
-    if evaluations and evaluations[-1].get("step") == progress["step"]:
-        return evaluations[-1]["epoch"]
+    last = evaluations[-1] if evaluations else {}
+    if last.get("step") == progress["step"] and "epoch" in last:
+        return last["epoch"]
     return float(progress.get("epoch", 0))
 
 
