@@ -333,11 +333,9 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 def save_index(
     folder: Path, corpus: dict, tokenizer, max_copy: int, texts: Sequence[str] | None = None
-) -> Path | None:
+) -> Path:
     """Build and save the index for `max_copy` when training ends, from `texts` (books given
-    as text) or the books on disk; None for books too large to index."""
-    if too_large(corpus) is not None:
-        return None
+    as text) or the books on disk. The caller has checked that they are not `too_large`."""
     run_tokens = run_tokens_for(max_copy, chars_per_token(corpus))
     path = Path(folder) / file_name(run_tokens)
     saved = CopyIndex.load(path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import signal
 import threading
@@ -655,10 +656,14 @@ class Trainer:
         )
         self.emit(Saved(self.out, self.progress.step))
 
+    @functools.cached_property
+    def _processor(self) -> str:
+        return processor_name()  # read from /proc/cpuinfo: once, not at every save
+
     def _machine(self) -> dict:
         """Where this run trained, for `bookgen report` (a resumed run records where it ended)."""
         return {
-            "processor": processor_name(),
+            "processor": self._processor,
             "device": str(self.context.device),
             "threads": torch.get_num_threads(),
             "processes": self.world.size,
