@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -194,4 +195,5 @@ def leave(world: World) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            gc.collect()  # what is left of DistributedDataParallel, before the group it uses
             dist.destroy_process_group()
