@@ -693,7 +693,7 @@ def sample(
 
     SamplingSettings(length, temperature, top_k, top_p, max_copy)  # fail before loading
     writer = load(checkpoint)
-    writer.copy_guard(max_copy)  # its index, built now if need be: errors before the seed prints
+    guard = writer.copy_guard(max_copy)  # its index, built now if need be: before the seed shows
     pieces = writer.generate(seed, length, temperature, top_k, top_p, random_seed, max_copy)
     out = sys.stdout
     out.write(seed)
@@ -702,7 +702,6 @@ def sample(
         out.flush()
     out.write("\n")
     out.flush()
-    guard = writer.copy_guard(max_copy)
     if guard is not None and guard.excluded:
         # Some are the index's false alarms (about 1 draw in 1,300), so they are not all copies.
         err.print(

@@ -29,7 +29,7 @@ import json
 import math
 import warnings
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,17 +87,16 @@ def run_hashes(tokens: np.ndarray, length: int) -> np.ndarray:
     return hashes
 
 
-def _bit_positions(hashes, bits: int):
-    """The K bit positions of each run hash: (h1 + i * h2) % m, i < K (double hashing)."""
-    if isinstance(hashes, np.ndarray):
-        with np.errstate(over="ignore"):
-            h1 = _mix(hashes) % np.uint64(bits)
-            h2 = _mix(hashes ^ np.uint64(SALT)) % np.uint64(bits - 1) + np.uint64(1)
-        steps = np.arange(HASHES, dtype=np.uint64)
-        return (h1[:, None] + steps[None, :] * h2[:, None]) % np.uint64(bits)  # (R, K)
-    h1 = _mix(hashes) % bits
-    h2 = _mix(hashes ^ SALT) % (bits - 1) + 1
-    return [(h1 + i * h2) % bits for i in range(HASHES)]
+def bit_positions(hashes: np.ndarray, bits: int) -> Iterator[np.ndarray]:
+    """The K bit positions of each run hash, one hash function at a time, (R,) each: h1,
+    h1 + h2, h1 + 2 h2, ... (mod m; double hashing). `CopyIndex.holds` does the same in ints."""
+    modulus = np.uint64(bits)
+    with np.errstate(over="ignore"):
+        position = _mix(hashes) % modulus
+        step = _mix(hashes ^ np.uint64(SALT)) % (modulus - np.uint64(1)) + np.uint64(1)
+    for _ in range(HASHES):
+        yield position
+        position = (position + step) % modulus
 
 
 # --- the index ---------------------------------------------------------------------------------
@@ -126,22 +125,19 @@ class CopyIndex:
             for begin in range(0, max(len(array) - length + 1, 0), CHUNK):
                 hashes = run_hashes(array[begin : begin + CHUNK + length - 1], length)
                 # One hash function at a time: (R,) arrays, not (R, K), keep the memory small.
-                with np.errstate(over="ignore"):
-                    position = _mix(hashes) % np.uint64(bits)
-                    step = _mix(hashes ^ np.uint64(SALT)) % np.uint64(bits - 1) + np.uint64(1)
-                for _ in range(HASHES):
+                for position in bit_positions(hashes, bits):
                     np.bitwise_or.at(
                         flags,
                         (position >> np.uint64(3)).astype(np.intp),
                         np.uint8(1) << (position & np.uint64(7)).astype(np.uint8),
                     )
-                    position = (position + step) % np.uint64(bits)
         return cls(run_tokens, bits, flags.tobytes(), list(books))
 
     def holds(self, run_hash: int) -> bool:
         """Whether the run with this hash may be in the book (never False for one that is)."""
-        # _bit_positions written out, stopping at the first bit not set: about half the bits
-        # are set, so a run that is not in the book is usually turned away after one or two.
+        # bit_positions in Python ints, written out for the sampler's hot path (a generator
+        # doubles its cost), stopping at the first bit not set: about half the bits are set, so
+        # a run that is not in the book is usually turned away after one or two.
         data, bits = self.data, self.bits
         position = _mix(run_hash) % bits
         if not (data[position >> 3] >> (position & 7)) & 1:
@@ -156,9 +152,11 @@ class CopyIndex:
     def holds_each(self, run_hashes: np.ndarray) -> np.ndarray:
         """`holds` for many hashes at once: (R,) bool."""
         flags = np.frombuffer(self.data, dtype=np.uint8)
-        positions = _bit_positions(run_hashes, self.bits)
-        found = flags[(positions >> np.uint64(3)).astype(np.intp)] >> (positions & np.uint64(7))
-        return ((found & 1) == 1).all(axis=1)
+        held = np.ones(len(run_hashes), dtype=bool)
+        for position in bit_positions(run_hashes, self.bits):
+            found = flags[(position >> np.uint64(3)).astype(np.intp)] >> (position & np.uint64(7))
+            held &= (found & 1) == 1
+        return held
 
     # Saved with safetensors, like the weights: loading never unpickles.
     def save(self, path: Path) -> Path:
