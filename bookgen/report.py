@@ -23,6 +23,7 @@ from pathlib import Path
 from bookgen.checkpoint import latest_checkpoint, read_manifest, read_metrics
 from bookgen.errors import BookgenError
 from bookgen.files import atomic_write
+from bookgen.model import ModelConfig
 
 # Eight bar heights: the lowest value of a sparkline is the lowest bar.
 SPARK_BARS = "▁▂▃▄▅▆▇█"
@@ -90,6 +91,7 @@ def load_report(folder: str | Path | None = None) -> RunReport:
     documents = manifest["corpus"].get("documents", [])
     try:
         best_step = progress.get("best_step")
+        config = ModelConfig.from_dict(model)
         return RunReport(
             folder=folder,
             books=[d["name"] for d in documents],
@@ -100,9 +102,8 @@ def load_report(folder: str | Path | None = None) -> RunReport:
             hidden_size=model["hidden_size"],
             embed_size=model["embed_size"],
             vocab_size=model["vocab_size"],
-            tied=bool(model.get("tie_weights", True))
-            and model["embed_size"] == model["hidden_size"],
-            parameters=count_parameters(model),
+            tied=config.tied,
+            parameters=count_parameters(config),
             dropout=model["dropout"],
             batch_size=train.get("batch_size"),
             bptt=train.get("bptt"),
@@ -125,15 +126,15 @@ def load_report(folder: str | Path | None = None) -> RunReport:
         raise BookgenError(f"{folder}: damaged checkpoint manifest (no valid {err})") from err
 
 
-def count_parameters(model_config: dict) -> int:
-    """The model's parameter count, from its config alone: built on the meta device (no memory,
-    no random draws), so it is exact for any cell, size and tying without reading the weights."""
+def count_parameters(config: ModelConfig) -> int:
+    """The model's parameter count, from its `ModelConfig` alone: built on the meta device (no
+    memory, no random draws), so it is exact for any cell, size and tying without the weights."""
     import torch
 
-    from bookgen.model import ModelConfig, RecurrentLM
+    from bookgen.model import RecurrentLM
 
     with torch.device("meta"):
-        return RecurrentLM(ModelConfig.from_dict(model_config)).parameter_count()
+        return RecurrentLM(config).parameter_count()
 
 
 def describe_budget(train_config: dict) -> str:
