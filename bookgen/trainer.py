@@ -578,6 +578,16 @@ class Trainer:
             # A non-finite loss or gradient never reaches the weights, nor the carried state.
             self._bad_step(float(loss))
             return None
+        if not _all_finite(self.model):
+            # A finite loss and gradient can still overflow the weights in the update (AdamW's
+            # decay at an absurd rate does). Nothing can come back from that: stop before it is
+            # saved, so the last checkpoint stays good.
+            step = self.progress.step + 1
+            raise BookgenError(
+                f"training diverged: the update of step {step} made the weights infinite or NaN "
+                f"(its loss was {float(loss):g}); that step was not saved, and "
+                f"{self._last_good()}. Try a lower --lr than {self.config.learning_rate:g}"
+            )
         self.bad_steps = 0
         self.state = state
         return float(loss)
@@ -587,14 +597,16 @@ class Trainer:
         step = self.progress.step + 1
         self.emit(Notice(f"step {step}: loss or gradient is {loss}, step skipped"))
         if self.bad_steps >= self.config.max_bad_steps:
-            saved = "no checkpoint was saved yet"
-            if ckpt.has_checkpoint(self.out):
-                saved = f"the last good checkpoint is in {self.out}"
             raise BookgenError(
                 f"training diverged: the loss was not finite for {self.bad_steps} steps in a row "
-                f"(up to step {step}); those steps never changed the weights, and {saved}. "
-                f"Try a lower --lr than {self.config.learning_rate:g}"
+                f"(up to step {step}); those steps never changed the weights, and "
+                f"{self._last_good()}. Try a lower --lr than {self.config.learning_rate:g}"
             )
+
+    def _last_good(self) -> str:
+        if ckpt.has_checkpoint(self.out):
+            return f"the last good checkpoint is in {self.out}"
+        return "no checkpoint was saved yet"
 
     def _evaluate_and_save(self, lr: float, rate: float) -> None:
         p = self.progress
@@ -774,6 +786,12 @@ def _stop_on_signals(trainer: Trainer):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _all_finite(model: torch.nn.Module) -> bool:
+    """Whether every weight is finite: one reduction, one device sync."""
+    flags = torch.stack([p.detach().isfinite().all() for p in model.parameters()])
+    return bool(flags.all())
 
 
 def _check_same_books(saved: dict, now: dict) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -11,15 +14,19 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 import bookgen
-from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_metrics
+from bookgen import trainer
+from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_metrics, read_tensors
+from bookgen.cli import app
 from bookgen.corpus import clean_text, decode_bytes
 from bookgen.errors import BookgenError
 from bookgen.tokenizer import CharTokenizer
-from bookgen.trainer import Stepped, TrainingInterrupted
+from bookgen.trainer import Notice, Saved, Stepped, TrainingInterrupted
 from tests.conftest import TINY_MODEL
 
 RESUME_RUN = dict(TINY_MODEL, steps=60, eval_every=20, dropout=0.1, seed=5)
@@ -44,10 +51,6 @@ def test_resume_continues_bit_for_bit(tiny_book: Path, tmp_path: Path):
     assert stop.value.exit_code == 130 and stop.value.step == 30
     assert [r["step"] for r in read_metrics(resumed)] == [20]
     bookgen.train(tiny_book, resumed, resume=True)  # settings and budget come from the save
-
-    def exact(folder):
-        return [{k: r[k] for k in EXACT_FIELDS} for r in read_metrics(folder)]
-
     assert exact(resumed) == exact(straight)
     assert [r["step"] for r in read_metrics(resumed)] == [20, 40, 60]
     a = "".join(bookgen.load(straight).generate("It was", length=60, random_seed=4))
@@ -90,10 +93,119 @@ def test_resume_refuses_conflicting_settings(trained: Path, tiny_book: Path, tmp
     assert result.steps == 50
 
 
-def test_absurd_learning_rate_never_reaches_the_weights(tiny_book: Path, tmp_path: Path):
-    out = tmp_path / "diverge"
-    with pytest.raises(BookgenError, match="training diverged.*Try a lower --lr"):
-        bookgen.train(tiny_book, out, steps=200, learning_rate=1e30, warmup_steps=1, **TINY_MODEL)
+def test_a_new_budget_on_resume_reshapes_the_rest_of_the_schedule(tiny_book: Path, tmp_path: Path):
+    """A 40-step run resumed with --steps 60 runs steps 41..60 and decays its learning rate
+    over 60 steps from there: the rate steps back up, as Trainer.learning_rate documents."""
+    out, events = tmp_path / "run", []
+    run = dict(TINY_MODEL, eval_every=20, warmup_steps=4, learning_rate=1e-2, min_lr_ratio=0.1)
+    bookgen.train(tiny_book, out, steps=40, **run)
+    result = bookgen.train(tiny_book, out, resume=True, steps=60, on_event=events.append)
+
+    def cosine(step: int, budget: int) -> float:
+        """The rate of `step` (1-based): step - 1 steps are done when it is chosen; past the
+        warm-up, lr * (min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * done/budget)) / 2)."""
+        return 1e-2 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - 1) / budget)))
+
+    # A tolerance: the same formula, its float operations in another order.
+    lrs = {e.step: e.lr for e in events if isinstance(e, Stepped)}
+    assert list(lrs) == list(range(41, 61))
+    assert list(lrs.values()) == pytest.approx([cosine(s, 60) for s in range(41, 61)], rel=1e-12)
+    assert lrs[41] > 3 * cosine(40, 40)  # where the 40-step schedule had ended
+    assert [r["step"] for r in result.metrics] == [20, 40, 60]
+    assert [r["lr"] for r in result.metrics] == pytest.approx(
+        [cosine(20, 40), cosine(40, 40), cosine(60, 60)], rel=1e-12
+    )
+    assert result.steps == 60
+
+
+def record_saves(out: Path, events: list):
+    """An event hook that keeps every event and, at each save, what was saved by step: the
+    weights, the optimizer's moments and the carried state (not the RNG state)."""
+    saves: dict[int, dict[str, torch.Tensor]] = {}
+
+    def hook(event):
+        events.append(event)
+        if isinstance(event, Saved):
+            files = read_manifest(out)["files"]
+            tensors = {
+                **read_tensors(out, files["model"]),
+                **read_tensors(out, files["train_state"]),
+            }
+            saves[event.step] = {k: v for k, v in tensors.items() if not k.startswith("rng.")}
+
+    return saves, hook
+
+
+def changed(a: dict, b: dict) -> list[str]:
+    """The names of the tensors that differ between two saves (all, if the names differ)."""
+    if a.keys() != b.keys():
+        return sorted(a.keys() | b.keys())
+    return sorted(k for k in a if not torch.equal(a[k], b[k]))
+
+
+def test_absurd_learning_rate_never_reaches_the_saved_weights(tiny_book: Path, tmp_path: Path):
+    """At --lr 1e30 the first update is finite, the second overflows the weights (AdamW's decay,
+    p *= 1 - lr * wd, with a finite loss and gradient): training stops at that step, before it
+    is saved, so every save holds finite weights and the folder's last one is the step before.
+    (Skipped non-finite steps are the next test's.)"""
+    out, events = tmp_path / "diverge", []
+    saves, hook = record_saves(out, events)
+    run = dict(TINY_MODEL, steps=200, learning_rate=1e30, warmup_steps=1, checkpoint_every=1)
+    with pytest.raises(BookgenError, match="training diverged") as error:
+        bookgen.train(tiny_book, out, max_bad_steps=5, on_event=hook, **run)
+    stepped = [e.step for e in events if isinstance(e, Stepped)]
+    last = stepped[-1]  # the last step that was applied and saved
+    assert re.fullmatch(
+        rf"training diverged: the update of step {last + 1} made the weights infinite or NaN "
+        r"\(its loss was [\d.e+-]+\); that step was not saved, and the last good checkpoint is "
+        rf"in {re.escape(str(out))}\. Try a lower --lr than 1e\+30",
+        str(error.value),
+    ), error.value
+    assert list(saves) == stepped == list(range(1, last + 1))
+    for step, saved in saves.items():
+        assert all(t.isfinite().all() for t in saved.values()), f"step {step} saved a non-finite"
+    files = read_manifest(out)["files"]
+    latest = {**read_tensors(out, files["model"]), **read_tensors(out, files["train_state"])}
+    assert changed({k: v for k, v in latest.items() if not k.startswith("rng.")}, saves[last]) == []
+
+
+def test_a_good_step_resets_the_count_of_bad_ones(tiny_book: Path, tmp_path: Path, monkeypatch):
+    """Bad, bad, good, bad, bad, good, bad, bad, bad: with a limit of 3, only the last run of
+    bad steps stops training. The bad steps are made so (their loss NaN) on purpose: their
+    forward pass is normal, so a carried state kept from them would differ from the old one."""
+    bad = {2, 3, 5, 6, 8, 9, 10}
+    done = {"steps": 0}
+    real_nats = trainer.token_nats
+
+    def nats(logits, window, device):
+        values = real_nats(logits, window, device)
+        return values * math.nan if done["steps"] + 1 in bad else values
+
+    monkeypatch.setattr(trainer, "token_nats", nats)
+    out, events = tmp_path / "run", []
+    saves, record = record_saves(out, events)
+
+    def hook(event):
+        if isinstance(event, Stepped):
+            done["steps"] = event.step
+        record(event)
+
+    with pytest.raises(BookgenError, match=r"for 3 steps in a row \(up to step 10\)"):
+        bookgen.train(
+            tiny_book, out, steps=30, max_bad_steps=3, checkpoint_every=1, on_event=hook,
+            **TINY_MODEL,
+        )  # fmt: skip
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert notices == [f"step {s}: loss or gradient is nan, step skipped" for s in sorted(bad)]
+    losses = {e.step: e.loss for e in events if isinstance(e, Stepped)}
+    assert [s for s, loss in losses.items() if loss is None] == [2, 3, 5, 6, 8, 9]
+    for step in (2, 3, 5, 6, 8, 9):  # a skipped step keeps weights, moments and state
+        assert changed(saves[step], saves[step - 1]) == [], f"step {step} changed these"
+    for step in (4, 7):  # the control: a good step changes them
+        assert "state.0" in changed(saves[step], saves[step - 1])
+        assert "embedding.weight" in changed(saves[step], saves[step - 1])
+    for step, saved in saves.items():
+        assert all(t.isfinite().all() for t in saved.values()), f"step {step} saved a non-finite"
 
 
 def training_process(book: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -143,6 +255,46 @@ def test_kill_9_at_random_moments_never_breaks_the_checkpoint(tiny_book: Path, t
         loaded = load_checkpoint(out, which="model")  # never half-written
         steps_seen.append(loaded.manifest["progress"]["step"])
     assert steps_seen == sorted(steps_seen) and steps_seen[-1] > steps_seen[0]
+
+
+# Evaluations at 20, 40 and 60; a periodic save (no evaluation) at 25 and 50.
+KILLED_RUN = dict(RESUME_RUN, checkpoint_every=25)
+
+
+def exact(folder: Path) -> list[dict]:
+    return [{k: r[k] for k in EXACT_FIELDS} for r in read_metrics(folder)]
+
+
+def test_resume_after_kill_9_from_a_periodic_checkpoint_is_exact(tiny_book: Path, tmp_path: Path):
+    """A process killed with SIGKILL at step 33 leaves the periodic save of step 25 (no
+    evaluation, part of a train_loss summed, mid-epoch, dropout drawing from the RNG). Resumed
+    from there, every evaluation equals a straight run's, as do its samples."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    bookgen.train(tiny_book, straight, **KILLED_RUN)
+    script = f"""
+import os, signal
+import bookgen
+from bookgen.trainer import Stepped
+
+def kill_at_33(event):
+    if isinstance(event, Stepped) and event.step == 33:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+bookgen.train({str(tiny_book)!r}, {str(killed)!r}, on_event=kill_at_33, **{KILLED_RUN!r})
+"""
+    root = Path(__file__).resolve().parents[1]  # this checkout's bookgen, not an installed one
+    process = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr
+    assert read_manifest(killed)["progress"]["step"] == 25
+    assert [r["step"] for r in read_metrics(killed)] == [20]
+    bookgen.train(tiny_book, killed, resume=True)
+    assert [r["step"] for r in read_metrics(killed)] == [20, 40, 60]
+    assert exact(killed) == exact(straight)
+    a = "".join(bookgen.load(straight).generate("It was", length=60, random_seed=4))
+    b = "".join(bookgen.load(killed).generate("It was", length=60, random_seed=4))
+    assert a == b
 
 
 def test_unwritable_output_folder_is_a_clear_error(tiny_book: Path, tmp_path: Path):
@@ -201,3 +353,53 @@ def test_disk_full_mid_training_keeps_the_previous_checkpoint(
     saved = load_checkpoint(out, which="model")
     assert saved.manifest["progress"]["step"] == 20  # the last save that fit
     assert not list(out.glob(".*.tmp"))  # the failed write left no temporary file
+
+
+def cut_in_half(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def damage_weights(folder: Path) -> None:
+    cut_in_half(folder / read_manifest(folder)["files"]["best_model"])
+
+
+def damage_manifest_text(folder: Path) -> None:
+    (folder / MANIFEST).write_text('{"format": "bookgen-checkpoint", "format_')
+
+
+def damage_manifest_field(folder: Path) -> None:
+    manifest = read_manifest(folder)
+    del manifest["model_config"]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def damage_tokenizer(folder: Path) -> None:
+    cut_in_half(folder / read_manifest(folder)["files"]["tokenizer"])
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        pytest.param(damage_weights, r"model-\d+\.safetensors: damaged or not a safetensors",
+                     id="weights cut short"),
+        pytest.param(damage_manifest_text, r"checkpoint\.json: damaged checkpoint manifest",
+                     id="manifest cut short"),
+        pytest.param(damage_manifest_field, r"manifest \(no valid 'model_config'",
+                     id="manifest without a field"),
+        pytest.param(damage_tokenizer, r"damaged tokenizer", id="tokenizer cut short"),
+    ],
+)  # fmt: skip
+def test_a_damaged_checkpoint_is_one_line_and_exit_2_from_the_cli(
+    trained: Path, tiny_book: Path, damage, message
+):
+    """`sample` and `eval` on a damaged checkpoint: exit 2 and one line on stderr naming what
+    is damaged; an exception escaping the CLI would be exit 1 with a traceback."""
+    damage(trained)
+    runner = CliRunner()
+    for args in (["sample", "--seed", "It"], ["eval", str(tiny_book)]):
+        result = runner.invoke(app, [*args, "--checkpoint", str(trained)])
+        assert result.exit_code == 2, (args, result.exception)
+        assert isinstance(result.exception, SystemExit)  # typer's Exit, not the error itself
+        assert result.stdout == "" and "Traceback" not in result.stderr
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"error: {trained}") and re.search(message, line), line
