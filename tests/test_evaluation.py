@@ -1,42 +1,173 @@
+"""`bookgen eval` and `metrics.evaluate`, checked against the loss worked out by hand.
+
+The expectations here never come from the code under test: each row of the stream is run
+through the model in whole forward passes from a zero state (`nats_by_hand`), and bits per
+character are total bits over characters counted from the text.
+"""
+
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 from typer.testing import CliRunner
 
+import bookgen
+from bookgen.checkpoint import load_checkpoint
 from bookgen.cli import app
+from bookgen.context import RunContext
+from bookgen.corpus import read_document
 from bookgen.errors import BookgenError
 from bookgen.evaluation import evaluate_texts
+from bookgen.metrics import evaluate
+from bookgen.model import RecurrentLM
+from bookgen.streams import StreamBatcher, TokenStream
+from tests.conftest import TINY_BOOK, TINY_MODEL
 
 runner = CliRunner()
 
-
-def test_eval_reports_the_shared_currency(trained: Path, tiny_book: Path):
-    scores = evaluate_texts([tiny_book], trained)
-    assert scores["chars"] == len(tiny_book.read_text().strip()) + 1  # cleaned: one final \\n
-    assert scores["tokens"] == scores["chars"]  # a character model: one token per character
-    assert scores["perplexity"] == pytest.approx(math.exp(scores["nats_per_token"]))
-    expected = scores["nats_per_token"] * scores["tokens"] / (scores["chars"] * math.log(2))
-    assert scores["unknown_chars"] == 0
-    assert scores["bits_per_char"] == pytest.approx(expected)
+# evaluate_texts and metrics.evaluate sum float32 losses window by window, batched over rows;
+# the hand computation runs one row at a time in longer passes. The matrix products differ in
+# shape, so the sums agree to about 1e-7 (measured: 5e-8), not bit for bit. 1e-6 is far below
+# what any of the mistakes checked here changes (each changes the mean by 1e-4 or more).
+CLOSE = dict(rtol=1e-6, atol=0.0)
 
 
-def test_unknown_characters_are_charged_8_bits_each(trained: Path, tmp_path: Path):
+@torch.no_grad()
+def nats_by_hand(
+    model: RecurrentLM,
+    books: Sequence[Sequence[int]],
+    rows: int,
+    reset_every: int | None = None,
+    columns: int | None = None,
+) -> torch.Tensor:
+    """Nats of every scored target (float64), from whole forward passes, never windows.
+
+    The books' tokens end to end are cut into `rows` rows of L = (N - 1) // rows tokens: row i
+    reads tokens [i*L, (i+1)*L), each predicting the token after it. Each row is read from a
+    zero state in one forward pass per stretch; a stretch ends where a book begins and, with
+    `reset_every` N, every N tokens of the row. A target that is a book's first token is left
+    out (nothing is learned across books). `columns`: only the first that many tokens of each
+    row, as validation reads them.
+    """
+    model.eval()
+    stream = torch.tensor([token for book in books for token in book])
+    lengths = [len(book) for book in books]
+    starts = {sum(lengths[:index]) for index in range(len(books))}
+    length = (len(stream) - 1) // rows
+    scored = []
+    for row in range(rows):
+        begin = row * length
+        end = begin + (columns if columns is not None else length)
+        cuts = {begin, end} | {s for s in starts if begin < s < end}
+        if reset_every is not None:
+            cuts |= set(range(begin, end, reset_every))
+        bounds = sorted(cuts)
+        for first, last in zip(bounds[:-1], bounds[1:], strict=True):
+            logits, _ = model(stream[first:last].view(-1, 1), model.init_state(1))
+            nats = F.cross_entropy(logits[:, 0], stream[first + 1 : last + 1], reduction="none")
+            kept = [position + 1 not in starts for position in range(first, last)]
+            scored.append(nats[torch.tensor(kept)])
+    return torch.cat(scored).double()
+
+
+def bits_per_char_by_hand(mean_nats: float, tokens: int, unknown: int, chars: int) -> float:
+    """Total bits over the text / its characters: the mean loss over every token, plus 8 bits
+    for each character the vocabulary reads only as unknown (spelled out in raw bytes)."""
+    return (mean_nats * tokens / math.log(2) + 8 * unknown) / chars
+
+
+@pytest.fixture
+def two_books(tmp_path: Path, monkeypatch) -> list[Path]:
+    """Two books in the tiny book's alphabet; the second begins inside a row."""
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text(TINY_BOOK[:700], encoding="utf-8")
+    second.write_text("it was the season of Light, it was the age of wisdom. " * 10)
+    return [first, second]
+
+
+def test_eval_is_the_loss_worked_out_by_hand_over_two_books(trained: Path, two_books: list[Path]):
+    # 16 rows of 77 tokens, 5 windows of 16 each: the state must be carried from window to
+    # window, zeroed where the second book begins (token 700: row 9, column 7), and the
+    # prediction of that book's first character from the first book's last left out.
+    saved = load_checkpoint(trained)
+    texts = [read_document(path).text for path in two_books]
+    books = [saved.tokenizer.encode(text) for text in texts]
+    tokens, chars = sum(map(len, books)), sum(map(len, texts))
+    assert (len(books[0]), tokens) == (700, 1240)  # rows of 1239 // 16 = 77; 700 = 9 * 77 + 7
+    means = {}
+    for every in (None, 5, 16):  # --reset-every N: forwards over N-token chunks of each row
+        scores = evaluate_texts(two_books, trained, reset_every=every)
+        expected = nats_by_hand(saved.model, books, 16, reset_every=every).mean().item()
+        torch.testing.assert_close(scores["nats_per_token"], expected, **CLOSE)
+        assert (scores["tokens"], scores["chars"], scores["unknown_chars"]) == (tokens, chars, 0)
+        assert scores["perplexity"] == pytest.approx(math.exp(expected))
+        by_hand = bits_per_char_by_hand(expected, tokens, 0, chars)
+        torch.testing.assert_close(scores["bits_per_char"], by_hand, **CLOSE)
+        means[every] = scores["nats_per_token"]
+    # Trained, the model uses what it read before the window: carrying the state beats
+    # zeroing it every window (T = 16), which beats reading one token at a time.
+    one_token = evaluate_texts(two_books, trained, reset_every=1)["nats_per_token"]
+    assert means[None] < means[16] < one_token
+
+
+def test_evaluate_resets_every_n_tokens_and_reads_the_first_windows(trained: Path):
+    # metrics.evaluate on a stream cut by hand: 3 rows of 36 tokens read in windows of 7, the
+    # second book beginning at token 60 (row 1, column 24). --reset-every N zeroes the state at
+    # columns 0, N, 2N... of every row, across window cuts; max_windows reads the rows' starts.
+    saved = load_checkpoint(trained)
+    encode = saved.tokenizer.encode
+    books = [encode(TINY_BOOK[:60]), encode("it was the season of Darkness, it was the epochs.")]
+    stream = TokenStream.from_documents(books, chars=109)
+    batcher = StreamBatcher(stream, 3, 7)
+    assert (batcher.batch_size, batcher.row_length) == (3, 36)
+    context = RunContext(torch.device("cpu"))
+    for every in (None, 1, 5, 7, 10):
+        expected = nats_by_hand(saved.model, books, 3, reset_every=every).mean().item()
+        got = evaluate(saved.model, batcher, context, reset_every=every)
+        torch.testing.assert_close(got, expected, **CLOSE)
+    first_two = nats_by_hand(saved.model, books, 3, columns=14).mean().item()
+    got = evaluate(saved.model, batcher, context, max_windows=2)
+    torch.testing.assert_close(got, first_two, **CLOSE)
+
+
+def test_unknown_characters_are_charged_8_bits_each(trained: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))
     text = tmp_path / "odd.txt"
-    text.write_text("It was the best of times. ZZZZ QQQQ\n")
+    text.write_text("It was the best of times. ZZZZ QQQQ\n" * 10)
     scores = evaluate_texts([text], trained)
-    assert scores["unknown_chars"] == 8  # Z and Q never occur in the tiny book
-    paid = scores["nats_per_token"] * scores["tokens"] / math.log(2) + 8 * 8
-    assert scores["bits_per_char"] == pytest.approx(paid / scores["chars"])
+    saved = load_checkpoint(trained)
+    ids = saved.tokenizer.encode(read_document(text).text)  # Z and Q read as the unknown id
+    assert (len(ids), scores["unknown_chars"]) == (360, 80)  # never seen in the tiny book
+    expected = nats_by_hand(saved.model, [ids], 16).mean().item()
+    torch.testing.assert_close(scores["nats_per_token"], expected, **CLOSE)
+    by_hand = bits_per_char_by_hand(expected, 360, 80, 360)
+    torch.testing.assert_close(scores["bits_per_char"], by_hand, **CLOSE)
 
 
-def test_carried_state_is_worth_something(trained: Path, tiny_book: Path):
-    carried = evaluate_texts([tiny_book], trained)["nats_per_token"]
-    one_token = evaluate_texts([tiny_book], trained, reset_every=1)["nats_per_token"]
-    assert one_token > carried + 0.1
+def test_word_bits_per_char_count_characters_and_unknown_words(tiny_book: Path, tmp_path: Path):
+    # A word model scores ~15 tokens per 55 characters: bits per character divide the total bits
+    # by characters, not tokens, and charge 8 bits for each character of an unknown word.
+    bookgen.train(tiny_book, tmp_path / "words", steps=2, level="word", **TINY_MODEL)
+    text = tmp_path / "odd.txt"
+    text.write_text("It was the age of zebras, it was the epoch of quuxes.\n\n" * 20)
+    scores = evaluate_texts([text], tmp_path / "words")
+    saved = load_checkpoint(tmp_path / "words")
+    cleaned = read_document(text).text
+    ids = saved.tokenizer.encode(cleaned)
+    unknown = 20 * len("zebras" + "quuxes")
+    assert (scores["tokens"], scores["chars"]) == (len(ids), len(cleaned))
+    assert scores["unknown_chars"] == unknown and len(ids) < len(cleaned) / 3
+    expected = nats_by_hand(saved.model, [ids], 16).mean().item()
+    torch.testing.assert_close(scores["nats_per_token"], expected, **CLOSE)
+    by_hand = bits_per_char_by_hand(expected, len(ids), unknown, len(cleaned))
+    torch.testing.assert_close(scores["bits_per_char"], by_hand, **CLOSE)
 
 
 def test_eval_cli_json_and_errors(trained: Path, tiny_book: Path):

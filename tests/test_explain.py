@@ -6,17 +6,19 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+from bookgen.checkpoint import load_checkpoint
 from bookgen.cli import app
 from bookgen.corpus import open_corpus, read_document
 from bookgen.errors import BookgenError
-from bookgen.evaluation import evaluate_texts
 from bookgen.explain import Crossing, explain_renderables, explain_streams, state_value
 from bookgen.streams import StreamBatcher, TokenStream
 from bookgen.tokencache import split_point
 from bookgen.trainer import TrainConfig, prepare_data
+from tests.test_evaluation import CLOSE, bits_per_char_by_hand, nats_by_hand
 
 runner = CliRunner()
 
@@ -140,19 +142,35 @@ def test_missing_book(tmp_path: Path):
         explain_streams([tmp_path / "nope.txt"])
 
 
-def test_checkpoint_settings_and_what_the_state_is_worth(trained: Path, tiny_book: Path):
+def test_checkpoint_settings_and_what_the_state_is_worth(
+    trained: Path, tiny_book: Path, monkeypatch
+):
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tiny_book.parent / "cache"))
     explanation = explain_streams([tiny_book], checkpoint=trained)
     assert (explanation.batch_size, explanation.bptt) == (4, 16)  # TINY_MODEL's
     assert explanation.batch_source == "the checkpoint's"
     assert explain_streams([tiny_book], batch_size=2, checkpoint=trained).batch_size == 2
     with pytest.raises(BookgenError, match="--level word does not match the checkpoint"):
         explain_streams([tiny_book], checkpoint=trained, level="word")
+    # Worked out by hand: the whole book in 16 rows of 173 characters, each row read in one
+    # forward pass (carried), or in passes of 16 from a zero state (reset every T).
+    saved = load_checkpoint(trained)
+    text = read_document(tiny_book).text
+    ids = saved.tokenizer.encode(text)
+    by_hand = {
+        every: bits_per_char_by_hand(
+            nats_by_hand(saved.model, [ids], 16, reset_every=every).mean().item(),
+            len(ids),
+            0,
+            len(text),
+        )
+        for every in (None, 16)
+    }
     value = state_value([tiny_book], trained)
-    carried = evaluate_texts([tiny_book], trained)["bits_per_char"]
-    reset = evaluate_texts([tiny_book], trained, reset_every=16)["bits_per_char"]
+    carried, reset = value["carried_bits_per_char"], value["reset_bits_per_char"]
     assert value["reset_every"] == 16
-    assert (value["carried_bits_per_char"], value["reset_bits_per_char"]) == (carried, reset)
-    assert value["difference"] == reset - carried
+    torch.testing.assert_close((carried, reset), (by_hand[None], by_hand[16]), **CLOSE)
+    assert value["difference"] == reset - carried > 0  # the trained model's state is worth bits
     args = ["explain", str(tiny_book), "--checkpoint", str(trained)]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
