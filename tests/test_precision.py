@@ -34,9 +34,18 @@ class FakeSteps:
         context.time.sleep(self.seconds[precision])
 
 
+@pytest.fixture(autouse=True)
+def own_cache(monkeypatch, tmp_path) -> Path:
+    """Each test measures into a precision cache of its own. The session's cache is shared, and
+    its keys leave out what does not change the speed (dropout, the books): a test there could
+    read a choice another test measured, or faked, and never measure."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture
-def bf16_everywhere(monkeypatch, tmp_path):
-    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))  # a cache of its own
+def bf16_everywhere(monkeypatch):
     monkeypatch.setattr(context, "bf16_runs", lambda device_type, cell: True)
     monkeypatch.setattr(context, "PROBE_SECONDS", 0.02)
 
@@ -72,7 +81,7 @@ def test_bf16_must_win_by_a_margin(bf16_everywhere, monkeypatch):
     assert choose(FakeSteps({}), key="other").precision == "bf16"
 
 
-def test_the_choice_is_cached_per_machine_and_shape(bf16_everywhere):
+def test_the_choice_is_cached_per_machine_and_shape(bf16_everywhere, monkeypatch, tmp_path):
     probe = FakeSteps({"fp32": 0.004, "bf16": 0.002})
     first = choose(probe, key="shape A")
     calls = len(probe.calls)
@@ -85,6 +94,10 @@ def test_the_choice_is_cached_per_machine_and_shape(bf16_everywhere):
     )
     choose(probe, key="shape B")
     assert len(probe.calls) > calls
+    # The cache lives in the cache folder: another folder has measured nothing yet.
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "another cache"))
+    calls = len(probe.calls)
+    assert choose(probe, key="shape A").how == "measured" and len(probe.calls) > calls
 
 
 def test_a_damaged_cache_is_measured_again(bf16_everywhere):
@@ -151,16 +164,23 @@ def test_the_default_measures_records_and_reuses_the_choice(
     tiny_book: Path, tmp_path: Path, monkeypatch
 ):
     # The real probe on the real model: where bf16 has no kernel its steps fail and it is
-    # recorded as not running; elsewhere both are timed.
+    # recorded as not running; elsewhere both are timed. The cache folder is this test's own
+    # (own_cache), so the first run must measure and the second must not.
     monkeypatch.setattr(context, "bf16_runs", lambda device_type, cell: True)
+    monkeypatch.setattr(context, "PROBE_SECONDS", 0.02)
     events = []
     bookgen.train(tiny_book, tmp_path / "a", steps=5, on_event=events.append, **AUTO)
     saved = read_manifest(tmp_path / "a")["precision"]
-    assert saved["how"] in ("measured", "cached") and saved["tokens_per_s"]["fp32"] > 0
+    assert saved["how"] == "measured" and saved["tokens_per_s"]["fp32"] > 0
     started = next(e for e in events if isinstance(e, Started))
     assert started.precision == saved["precision"]
-    assert started.precision_note.startswith(f"{saved['precision']} (")
+    assert started.precision_note.startswith(f"{saved['precision']} (measured: ")
     # The same machine and shape: the next run takes the cached choice, at no cost.
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("the choice is cached: nothing to measure")
+
+    monkeypatch.setattr(context, "measure_speeds", no_measuring)
     bookgen.train(tiny_book, tmp_path / "b", steps=5, **AUTO)
     cached = read_manifest(tmp_path / "b")["precision"]
     assert cached == {**saved, "how": "cached"}
@@ -183,15 +203,32 @@ def test_resume_keeps_the_saved_precision_without_measuring(tiny_book, tmp_path,
     assert manifest["precision"]["precision"] == saved and manifest["precision"]["how"] == "saved"
 
 
-def test_a_bf16_model_is_read_in_fp32_where_bf16_does_not_run(trained: Path, monkeypatch):
-    manifest = read_manifest(trained)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_bf16_model_is_read_in_fp32_where_bf16_does_not_run(
+    tiny_book: Path, tmp_path: Path, monkeypatch, cell: str
+):
+    # A checkpoint trained in fp32 and then marked bf16 is the same weights either way: read in
+    # fp32 where bf16 does not run, it must write exactly what the fp32 checkpoint writes (CPU
+    # fp32 is deterministic). Where bf16 does run (here GRU, on many CPUs both), reading it in
+    # bf16 would change the logits; where it does not, it would fail.
+    folder = tmp_path / "model"
+    bookgen.train(tiny_book, folder, steps=20, eval_every=20, **dict(TINY_MODEL, cell=cell))
+    fp32 = bookgen.load(folder)
+    assert fp32.context.precision == "fp32"
+    expected_logits = fp32.prime("It was the age of").logits
+    expected_text = "".join(fp32.generate("It was", length=40, random_seed=1))
+    manifest = read_manifest(folder)
     manifest["precision"] = {"precision": "bf16", "how": "measured", "tokens_per_s": {}}
-    (trained / "checkpoint.json").write_text(json.dumps(manifest))
+    (folder / "checkpoint.json").write_text(json.dumps(manifest))
     monkeypatch.setattr(context, "bf16_runs", lambda device_type, cell: False)
-    with pytest.warns(BookgenWarning, match="trained in bf16, which does not run for LSTM"):
-        writer = bookgen.load(trained)
+    warning = (
+        f"trained in bf16, which does not run for {cell.upper()} on this cpu; reading it in fp32"
+    )
+    with pytest.warns(BookgenWarning, match=warning):
+        writer = bookgen.load(folder)
     assert writer.context.precision == "fp32"
-    assert "".join(writer.generate("It was", length=20, random_seed=1))
+    assert torch.equal(writer.prime("It was the age of").logits, expected_logits)
+    assert "".join(writer.generate("It was", length=40, random_seed=1)) == expected_text
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

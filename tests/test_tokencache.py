@@ -19,6 +19,14 @@ from bookgen.trainer import split_document
 from tests.conftest import TINY_BOOK
 
 CHAR = {"level": "char"}
+WORD = {"level": "word", "vocab_size": 30, "min_count": 1, "lowercase": False}
+
+
+@pytest.fixture(autouse=True)
+def own_cache(monkeypatch, tmp_path: Path) -> None:
+    """A token cache of each test's own: every test's books are the same bytes under the same
+    names, so in the session's shared cache one test would read what another wrote."""
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -117,6 +125,45 @@ def test_a_changed_book_is_tokenized_again(books: Path):
     assert_stream(changed.train, train)
     # Other settings are other entries too.
     assert not tokenize_corpus(open_corpus([books]), CHAR, val_fraction=0.2).cached
+
+
+def word_tokenizer(folder: Path, settings: dict) -> WordTokenizer:
+    """The word tokenizer built from the training parts of the books, outside the cache."""
+    splits = [split_document(d.text, 0.1) for d in read_corpus([folder])]
+    options = {k: v for k, v in settings.items() if k != "level"}
+    return WordTokenizer.build([t for t, _ in splits], **options)
+
+
+@pytest.mark.parametrize(
+    "change", [{"vocab_size": 20}, {"min_count": 2}, {"lowercase": True}], ids=str
+)
+def test_a_changed_word_setting_is_tokenized_again(books: Path, change: dict):
+    changed = {**WORD, **change}
+    expected = word_tokenizer(books, changed)
+    assert expected.to_json() != word_tokenizer(books, WORD).to_json()  # the change matters
+    first = tokenize_corpus(open_corpus([books]), WORD, val_fraction=0.1)
+    other = tokenize_corpus(open_corpus([books]), changed, val_fraction=0.1)
+    assert (first.cached, other.cached) == (False, False)
+    assert other.tokenizer.to_json() == expected.to_json()
+    splits = [split_document(d.text, 0.1) for d in read_corpus([books])]
+    assert_stream(other.train, [expected.encode(t) for t, _ in splits])
+    # The same settings again, either of them: read from the cache, as written.
+    for settings, data in ((WORD, first), (changed, other)):
+        again = tokenize_corpus(open_corpus([books]), settings, val_fraction=0.1)
+        assert again.cached and again.tokenizer.to_json() == data.tokenizer.to_json()
+        assert again.train.tokens.tolist() == data.train.tokens.tolist()
+
+
+def test_renamed_books_are_tokenized_again(books: Path):
+    # The same bytes under another name: the checkpoint's record of the books must name them.
+    first = tokenize_corpus(open_corpus([books]), CHAR, val_fraction=0.1)
+    (books / "b.txt").rename(books / "c.txt")
+    renamed = tokenize_corpus(open_corpus([books]), CHAR, val_fraction=0.1)
+    assert not renamed.cached
+    assert [d["name"] for d in renamed.documents] == ["a", "c"]
+    assert renamed.train.tokens.tolist() == first.train.tokens.tolist()  # the text is the same
+    again = tokenize_corpus(open_corpus([books]), CHAR, val_fraction=0.1)
+    assert again.cached and [d["name"] for d in again.documents] == ["a", "c"]
 
 
 def entries() -> list[Path]:
