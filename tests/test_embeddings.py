@@ -5,9 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
+import bookgen
+from bookgen.checkpoint import load_checkpoint
 from bookgen.embeddings import VectorCoverage, load_vectors
 from bookgen.errors import BookgenError
 from bookgen.tokenizer import WordTokenizer
+from tests.conftest import TINY_MODEL
 
 # Vocabulary: <unk> <p> <nl> the(3) Paris(2) cat(2) sat(1) zebu(1): five words.
 WORDS = WordTokenizer.build(["the cat sat Paris the cat the Paris zebu"], min_count=1)
@@ -41,9 +44,10 @@ def test_glove_vectors_fill_their_rows_and_leave_the_rest(tmp_path: Path):
     assert coverage == VectorCoverage(found=3, total=5, dim=3)
     assert coverage.fraction == pytest.approx(0.6)
     row = WORDS.token_to_id
-    assert weight[row("the")].tolist() == pytest.approx([0.1, 0.2, 0.3])
-    assert weight[row("cat")].tolist() == pytest.approx([-1, -2, -0.35])
-    assert weight[row("Paris")].tolist() == [4, 5, 6]
+    # Exactly the file's numbers, read as float32 (the embedding's type).
+    assert torch.equal(weight[row("the")], torch.tensor([0.1, 0.2, 0.3]))
+    assert torch.equal(weight[row("cat")], torch.tensor([-1, -2, -0.35]))
+    assert torch.equal(weight[row("Paris")], torch.tensor([4.0, 5, 6]))
     untouched = [
         i for i in range(WORDS.vocab_size) if WORDS.id_to_token(i) not in {"the", "cat", "Paris"}
     ]
@@ -81,3 +85,42 @@ def test_wrong_dimension_missing_file_and_no_vectors_are_clear_errors(tmp_path: 
         load_vectors(tmp_path / "missing.txt", WORDS, EMBED, weight)
     with pytest.raises(BookgenError, match="has no word vectors"):
         load_vectors(write(tmp_path, ["just some text", "", "no numbers"]), WORDS, EMBED, weight)
+
+
+def test_training_starts_from_the_vectors(tmp_path: Path, monkeypatch):
+    """`bookgen.train(embeddings=...)`: the saved embedding holds the file's vectors in the rows
+    of its words (exact case first, else lowercase) and the run's random start in the others.
+
+    The weights are read after one step at a learning rate of 1e-30: an AdamW step moves a
+    weight by about the learning rate (the decay factor 1 - 1e-30 * 0.01 is 1.0 exactly), far
+    below half a float32 unit in the last place of any weight here, so the saved weights are
+    the starting ones exactly. The random start is read from the same run without vectors.
+    """
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))
+    book = tmp_path / "book.txt"
+    book.write_text("Paris, said the cat. Said the dog to Paris: the cat sat.\n\n" * 60)
+    size = 8
+    vectors = {  # exact in float32, and no 0 (the tiny step would move a 0 to 1e-32)
+        "paris": [(2 * i - 7) / 16 for i in range(size)],  # the book's "Paris" takes it
+        "said": [i / 4 + 1 for i in range(size)],
+        "Said": [-(i + 1) / 8 for i in range(size)],  # exact case wins over "said" for "Said"
+        "the": [2.5] * size,
+        "unrelated": [9.0] * size,
+    }
+    path = tmp_path / "vectors.txt"
+    path.write_text("".join(f"{w} {' '.join(map(str, v))}\n" for w, v in vectors.items()))
+    options = dict(TINY_MODEL, hidden_size=size, level="word", steps=1, learning_rate=1e-30)
+    options["preview_length"] = 0  # no sample at the end: only the weights matter here
+    bookgen.train(book, tmp_path / "plain", **options)
+    bookgen.train(book, tmp_path / "glove", embeddings=str(path), **options)
+    plain = load_checkpoint(tmp_path / "plain", which="model")
+    glove = load_checkpoint(tmp_path / "glove", which="model")
+    row = glove.tokenizer.token_to_id
+    start = plain.model.embedding.weight.detach()
+    weight = glove.model.embedding.weight.detach()
+    expected = {"Paris": "paris", "said": "said", "Said": "Said", "the": "the"}
+    for word, line in expected.items():
+        assert torch.equal(weight[row(word)], torch.tensor(vectors[line])), word
+    others = [i for i in range(glove.tokenizer.vocab_size) if i not in map(row, expected)]
+    assert len(others) > 5  # the special tokens, cat, dog, to, sat, punctuation
+    assert torch.equal(weight[others], start[others])

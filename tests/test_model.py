@@ -81,6 +81,39 @@ def test_dropout_between_layers_is_locked_over_time(cell):
     assert not (scale[0] == scale[0, 0:1]).all()  # rows get masks of their own
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_dropout_on_the_embedding_and_before_the_output_is_locked_over_time(cell):
+    # The README promises one mask per sequence on the embedding's output (the first layer's
+    # input) and on the last layer's output (the linear output's input), as between layers.
+    # Each mask is read as what arrives divided by what was sent, the sender computed apart:
+    # the embedding looked up directly, the last layer's output recorded by a hook.
+    # p = 0.25, so a kept unit is scaled by 1/(1-p) = 4/3, which 1/p = 4 or 1 would not pass.
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=20, cell=cell, layers=2, hidden_size=32, dropout=0.25)
+    model = RecurrentLM(config).train()
+    first_inputs, _ = _capture_layer_io(model, 0)
+    _, last_outputs = _capture_layer_io(model, 1)
+    output_inputs = []
+    model.output.register_forward_hook(lambda module, args, result: output_inputs.append(args[0]))
+    tokens = torch.randint(0, 20, (40, 4))
+    resets = torch.zeros(40, 4, dtype=torch.bool)
+    resets[17, 2] = True  # a reset splits the run in two: the masks must hold across it
+    model(tokens, model.init_state(4), resets)
+    with torch.no_grad():
+        embedded = model.embedding(tokens)  # (T, B, E), no dropout in the lookup itself
+    at_embedding = torch.cat(first_inputs) / embedded
+    (before_output,) = output_inputs  # one call over the whole sequence
+    at_output = before_output.detach() / torch.cat(last_outputs)
+    for scale in (at_embedding, at_output):  # each (T, B, C)
+        # Every ratio is 0 or 4/3; 4/3 to within rounding: x * (1/0.75) / x need not be exact.
+        kept = scale != 0
+        assert torch.allclose(scale[kept], torch.tensor(4 / 3), rtol=1e-6, atol=0)
+        assert torch.equal(kept, kept[0:1].expand_as(kept))  # the same units at every step
+        dropped = (~kept[0]).float().mean().item()
+        assert 0.1 < dropped < 0.4
+        assert not torch.equal(kept[0], kept[0, 0:1].expand_as(kept[0]))  # rows: own masks
+
+
 def test_no_dropout_in_eval_mode():
     torch.manual_seed(0)
     config = ModelConfig(vocab_size=20, layers=3, hidden_size=16, dropout=0.5)
@@ -92,6 +125,11 @@ def test_no_dropout_in_eval_mode():
     second, _ = model(tokens, model.init_state(3))
     assert torch.equal(above[0], below[0])
     assert torch.equal(first, second)
+    # The same weights without any dropout give the very same logits: nothing is dropped or
+    # scaled anywhere (embedding, between layers, before the output) in eval mode.
+    plain = RecurrentLM(ModelConfig(vocab_size=20, layers=3, hidden_size=16, dropout=0.0))
+    plain.load_state_dict(model.state_dict())
+    assert torch.equal(first, plain.eval()(tokens, plain.init_state(3))[0])
     model.train()
     third, _ = model(tokens, model.init_state(3))
     assert not torch.allclose(first, third)  # the same model does drop units when training
