@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import bookgen
@@ -157,6 +158,31 @@ def test_the_cli_and_chat_set_the_guard(by_heart):
     assert "--max-copy" in runner.invoke(app, ["sample", "--help"]).output
 
 
+class Recording:
+    """A stream decoder that also keeps every token id pushed through it: what was written."""
+
+    def __init__(self, decoder) -> None:
+        self.decoder, self.ids = decoder, []
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        return self.decoder.push(token_id)
+
+    def flush(self) -> str:
+        return self.decoder.flush()
+
+
+def longest_token_copy(ids: list[int], book: list[int]) -> int:
+    """The longest run of `ids` that `book` holds, in tokens (brute force: tests only)."""
+    best = 0
+    while best < len(ids):
+        runs = {tuple(book[i : i + best + 1]) for i in range(len(book) - best)}
+        if not any(tuple(ids[i : i + best + 1]) in runs for i in range(len(ids) - best)):
+            break
+        best += 1
+    return best
+
+
 def test_a_word_model_counts_words_worth_of_characters(tmp_path: Path):
     book = tmp_path / "book.txt"
     book.write_text(TEXT, encoding="utf-8")
@@ -164,11 +190,67 @@ def test_a_word_model_counts_words_worth_of_characters(tmp_path: Path):
     bookgen.train(book, tmp_path / "words", steps=150, eval_every=150, **options)
     writer = bookgen.load(tmp_path / "words")
     per_token = writer.checkpoint.manifest["corpus"]["chars_per_token"]
-    assert writer.copy_guard(40).run_tokens == round(40 / per_token)
+    book_ids = writer.tokenizer.encode(TEXT)
+    # n = 40 characters' worth of words: 8 here, by the recorded average and by our own count.
+    run_tokens = round(40 / per_token)
+    assert run_tokens == round(40 * len(book_ids) / len(TEXT)) == 8
+    assert writer.copy_guard(40).run_tokens == run_tokens
     free = "".join(writer.generate("Her cat", 60, temperature=0, max_copy=0))
-    guarded = "".join(writer.generate("Her cat", 60, temperature=0, max_copy=40))
     assert longest_copy(free, TEXT) > 100
+    # The guarantee is in tokens: no run of more than n written tokens is in the book, and a
+    # model that knows the book by heart copies exactly n of them (the seed does not count).
+    primed = writer.prime("Her cat")
+    primed.decoder = written = Recording(primed.decoder)
+    settings = SamplingSettings(length=60, temperature=0, max_copy=40)
+    guarded = "".join(writer.stream(primed, settings, torch.Generator()))
+    assert len(written.ids) == 60
+    assert longest_token_copy(written.ids, book_ids) == run_tokens
     assert longest_copy(guarded, TEXT) < 80
+
+
+def test_the_redraws_reported_are_the_tokens_drawn_again(by_heart):
+    model, _ = by_heart
+    args = ["sample", "--checkpoint", str(model), "--seed", "Her cat", "--temperature", "0",
+            "--max-copy", "15", "--length", "200"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    written = result.stdout[len("Her cat") : -1]
+    # Counted apart from the guard: at temperature 0 a token drawn again is one that is not the
+    # model's likeliest (unknown left out), read from one full forward pass over what was written.
+    writer = bookgen.load(model)
+    seed = writer.tokenizer.encode("Her cat")
+    ids = writer.tokenizer.encode(written)
+    with torch.no_grad():
+        logits, _ = writer.model(torch.tensor(seed + ids).view(-1, 1), writer.model.init_state(1))
+    likeliest = logits[len(seed) - 1 : -1, 0, 1:].argmax(-1) + 1  # (200,): predicts each of ids
+    drawn_again = int((likeliest != torch.tensor(ids)).sum())
+    assert len(ids) == 200 and 0 < drawn_again < 200
+    message = " ".join(result.stderr.split())  # rich wraps the line
+    assert f"copy guard: {drawn_again} token(s) drawn again, " in message
+    assert "could not be" not in message  # a choice was always left
+
+
+def test_where_every_token_would_copy_it_writes_on_and_says_so(tmp_path: Path):
+    # Every pair of the book's two letters is in the book: at --max-copy 1, every token after
+    # the first would copy two characters, whichever it is.
+    book = tmp_path / "book.txt"
+    book.write_text("aabb" * 60, encoding="utf-8")
+    bookgen.train(book, tmp_path / "model", steps=2, eval_every=2, **TINY_MODEL)
+    writer = bookgen.load(tmp_path / "model")
+    text = "".join(writer.generate("a", 30, random_seed=0, max_copy=1))
+    assert len(text) == 30 and set(text) <= {"a", "b"}
+    guard = writer.copy_guard(1)
+    assert (guard.excluded, guard.fallbacks) == (29, 29)
+    args = ["sample", "--checkpoint", str(tmp_path / "model"), "--seed", "a", "--max-copy", "1",
+            "--length", "30", "--random-seed", "0"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "a" + text + "\n"
+    assert " ".join(result.stderr.split()) == (
+        "copy guard: 29 token(s) drawn again, where a run of the book would have grown past 1 "
+        "characters (or, about 1 draw in 1,300, a false alarm); 29 could not be, nothing else "
+        "being left"
+    )
 
 
 def test_books_too_large_to_index_are_sampled_unguarded_with_a_warning(by_heart, monkeypatch):

@@ -3,9 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 import bookgen
 from bookgen.errors import BookgenError, BookgenWarning
+from bookgen.sampler import Primed, SamplingSettings, make_generator
+from bookgen.tokenizer import UNK_ID
 from tests.conftest import TINY_MODEL
 
 
@@ -39,11 +42,25 @@ def test_a_trained_model_continues_the_pattern_it_learned(tmp_path: Path):
     assert text(writer, "ab", length=6, temperature=0) == "cdefg "
 
 
-def test_unknown_seed_characters_warn_and_still_write(trained: Path):
+def test_unknown_seed_characters_warn_and_are_read_as_unknown(trained: Path):
     writer = bookgen.load(trained)
-    with pytest.warns(BookgenWarning, match="'Z'"):
-        out = text(writer, "Zqx it was", length=10, random_seed=0)
-    assert len(out) == 10 and "\ufffd" not in out
+    with pytest.warns(BookgenWarning, match="read as unknown: 'Z', 'q', 'x'"):
+        out = text(writer, "Zqx it was", length=30, random_seed=0, max_copy=0)
+        primed = writer.prime("Zqx it was")
+    assert len(out) == 30 and "\ufffd" not in out
+    # The book has no Z, q or x: each is read as the unknown token (id 0), not dropped. A full
+    # forward pass over exactly those ids gives the primed prediction (the same call: exact),
+    # and one without them does not; from there the same draws write the same text.
+    known = writer.tokenizer.encode(" it was")
+    assert UNK_ID not in known
+    start = writer.model.init_state(1)
+    with torch.no_grad():
+        logits, state = writer.model(torch.tensor([UNK_ID] * 3 + known).view(-1, 1), start)
+        dropped, _ = writer.model(torch.tensor(known).view(-1, 1), start)
+    assert torch.equal(primed.logits, logits[-1, 0])
+    assert not torch.equal(primed.logits, dropped[-1, 0])
+    settings = SamplingSettings(length=30, max_copy=0)
+    assert "".join(writer.stream(Primed(state, logits[-1, 0]), settings, make_generator(0))) == out
 
 
 @pytest.mark.parametrize(

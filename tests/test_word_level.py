@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import pytest
 import tokenizers
+import torch
+import torch.nn.functional as F
 
 import bookgen
 from bookgen.checkpoint import load_checkpoint
 from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.evaluation import evaluate_texts
+from bookgen.tokenizer import UNK_ID
 from bookgen.trainer import Notice
 from tests.conftest import TINY_MODEL
 
@@ -63,23 +67,66 @@ def test_word_samples_read_like_prose(word_model: Path):
     assert greedy.startswith(" nothing; it was the best of times")
 
 
-def test_out_of_vocabulary_seed_words_are_named(word_model: Path):
+def test_out_of_vocabulary_seed_words_are_named_and_read_as_unknown(word_model: Path):
     writer = bookgen.load(word_model)
     with pytest.warns(BookgenWarning, match="'Zanzibar'"):
         text = "".join(writer.generate("He went to Zanzibar", length=10, random_seed=1))
+        primed = writer.prime("He said Zanzibar was the")
     assert "<unk>" not in text
+    # The unknown word is read as the unknown token, in its place: the primed prediction is
+    # that of a forward pass over these ids (exact: the same call), not of one without it.
+    known = [writer.tokenizer.token_to_id(w) for w in ("He", "said", "was", "the")]
+    assert UNK_ID not in known and None not in known
+    with torch.no_grad():
+        read = torch.tensor(known[:2] + [UNK_ID] + known[2:]).view(-1, 1)
+        logits, _ = writer.model(read, writer.model.init_state(1))
+        dropped, _ = writer.model(torch.tensor(known).view(-1, 1), writer.model.init_state(1))
+    assert torch.equal(primed.logits, logits[-1, 0])
+    assert not torch.equal(primed.logits, dropped[-1, 0])
 
 
-def test_word_and_char_models_share_bits_per_char(word_model: Path, tmp_path: Path):
+def expected_bits_per_char(checkpoint: Path, text: str, unknown_chars: int) -> float:
+    """Bits per character worked out apart from `bookgen eval`: the text's tokens cut into the
+    same rows (16, or fewer for a short text), each read whole from a zero state by one forward
+    pass; the mean nats per scored token, over all the text's tokens, in bits; plus 8 bits for
+    each character read as unknown; over the characters."""
+    loaded = load_checkpoint(checkpoint)
+    loaded.model.eval()
+    ids = torch.tensor(loaded.tokenizer.encode(text))
+    bptt = loaded.train_config["bptt"]
+    rows = min(16, (len(ids) - 1) // bptt)
+    length = (len(ids) - 1) // rows
+    inputs = ids[: rows * length].view(rows, length).t()  # (L, B): row i is tokens [iL, (i+1)L)
+    targets = ids[1 : rows * length + 1].view(rows, length).t()
+    with torch.no_grad():
+        logits, _ = loaded.model(inputs, loaded.model.init_state(rows))
+    nats = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+    bits = float(nats) / (rows * length) * len(ids) / math.log(2) + 8 * unknown_chars
+    return bits / len(text)
+
+
+def test_word_and_char_models_share_bits_per_char(
+    word_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))
     book = tmp_path / "prose.txt"
     char_out = tmp_path / "chars"
     bookgen.train(book, char_out, steps=80, eval_every=40, **TINY_MODEL)
-    words = evaluate_texts([book], word_model)
-    chars = evaluate_texts([book], char_out)
-    assert words["chars"] == chars["chars"]  # the same text, counted the same way
+    # Scored on text the books never had: the word "Zanzibar" (8 characters) is unknown to the
+    # word model, its "Z" and "z" to the character model; both are charged 8 bits a character.
+    text = PROSE[: len(PROSE) // 4] + "He said Zanzibar.\n"  # whole paragraphs, and one more
+    scored = tmp_path / "scored.txt"
+    scored.write_text(text)
+    words = evaluate_texts([scored], word_model, device="cpu")
+    chars = evaluate_texts([scored], char_out, device="cpu")
+    assert words["chars"] == chars["chars"] == len(text)  # the same text, counted the same way
+    assert (words["unknown_chars"], chars["unknown_chars"]) == (8, 2)
     assert words["tokens"] < chars["tokens"] / 3
-    for scores in (words, chars):
-        assert 0 < scores["bits_per_char"] < 8
+    for scores, model, unknown in ((words, word_model, 8), (chars, char_out, 2)):
+        # One forward per row against bptt windows with the state carried: the same sums in
+        # another order, so equal to float rounding, far inside what the unknown charge moves.
+        expected = expected_bits_per_char(model, text, unknown)
+        assert scores["bits_per_char"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_pretrained_vectors_start_the_embeddings(tmp_path: Path):
