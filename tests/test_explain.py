@@ -18,7 +18,7 @@ from bookgen.explain import Crossing, explain_renderables, explain_streams, stat
 from bookgen.streams import StreamBatcher, TokenStream
 from bookgen.tokencache import split_point
 from bookgen.trainer import TrainConfig, prepare_data
-from tests.test_evaluation import CLOSE, bits_per_char_by_hand, nats_by_hand
+from tests.by_hand import CLOSE, bits_per_char_by_hand, nats_by_hand
 
 runner = CliRunner()
 

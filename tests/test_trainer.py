@@ -13,8 +13,8 @@ from bookgen.corpus import open_corpus, read_document
 from bookgen.errors import BookgenError
 from bookgen.streams import StreamBatcher, TokenStream
 from bookgen.trainer import Evaluated, Saved, Started, Stepped, Tokenizing, split_document
+from tests.by_hand import CLOSE, nats_by_hand
 from tests.conftest import TINY_MODEL
-from tests.test_evaluation import CLOSE, nats_by_hand
 
 
 def test_training_reports_events_and_learns(tiny_book: Path, tmp_path: Path):

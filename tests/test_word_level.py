@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
 import pytest
 import tokenizers
 import torch
-import torch.nn.functional as F
 
 import bookgen
 from bookgen.checkpoint import load_checkpoint
@@ -17,6 +15,7 @@ from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.evaluation import evaluate_texts
 from bookgen.tokenizer import UNK_ID
 from bookgen.trainer import Notice
+from tests.by_hand import bits_per_char_by_hand, nats_by_hand
 from tests.conftest import TINY_MODEL
 
 PROSE = (
@@ -86,23 +85,13 @@ def test_out_of_vocabulary_seed_words_are_named_and_read_as_unknown(word_model: 
 
 
 def expected_bits_per_char(checkpoint: Path, text: str, unknown_chars: int) -> float:
-    """Bits per character worked out apart from `bookgen eval`: the text's tokens cut into the
-    same rows (16, or fewer for a short text), each read whole from a zero state by one forward
-    pass; the mean nats per scored token, over all the text's tokens, in bits; plus 8 bits for
-    each character read as unknown; over the characters."""
+    """Bits per character worked out apart from `bookgen eval`: the text's tokens in the rows
+    eval cuts (16, fewer for a short text), each read whole from a zero state (by_hand)."""
     loaded = load_checkpoint(checkpoint)
-    loaded.model.eval()
-    ids = torch.tensor(loaded.tokenizer.encode(text))
-    bptt = loaded.train_config["bptt"]
-    rows = min(16, (len(ids) - 1) // bptt)
-    length = (len(ids) - 1) // rows
-    inputs = ids[: rows * length].view(rows, length).t()  # (L, B): row i is tokens [iL, (i+1)L)
-    targets = ids[1 : rows * length + 1].view(rows, length).t()
-    with torch.no_grad():
-        logits, _ = loaded.model(inputs, loaded.model.init_state(rows))
-    nats = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
-    bits = float(nats) / (rows * length) * len(ids) / math.log(2) + 8 * unknown_chars
-    return bits / len(text)
+    ids = loaded.tokenizer.encode(text)
+    rows = min(16, (len(ids) - 1) // loaded.train_config["bptt"])
+    mean = nats_by_hand(loaded.model, [ids], rows).mean().item()
+    return bits_per_char_by_hand(mean, len(ids), unknown_chars, len(text))
 
 
 def test_word_and_char_models_share_bits_per_char(
