@@ -12,7 +12,7 @@ trainer's step and loop, checkpoint, sampler, copy guard. A full run has about 2
 hours on two cores, so by default a fixed sample is run (chosen by a hash of each mutant's name,
 the same sample every time, so a score before a change and after it compare the same mutants).
 
-    python tools/mutation.py                  # the default sample (a third of the mutants)
+    python tools/mutation.py                  # the default sample (a quarter of the mutants)
     python tools/mutation.py --sample 1       # all of them
     python tools/mutation.py --report         # score what mutants/ already holds, run nothing
     python tools/mutation.py --show           # ... and print every survivor's diff
@@ -155,7 +155,7 @@ def show(survivors: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", type=float, default=1 / 3, help="share of mutants to run")
+    parser.add_argument("--sample", type=float, default=0.25, help="share of mutants to run")
     parser.add_argument("--report", action="store_true", help="score mutants/ as it is")
     parser.add_argument("--show", action="store_true", help="print each survivor's diff")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/mutation.json")
