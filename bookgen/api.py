@@ -13,7 +13,8 @@ from bookgen.catalog import resolve_inputs
 from bookgen.corpus import open_corpus
 from bookgen.errors import BookgenError
 from bookgen.model import ModelConfig
-from bookgen.trainer import Event, TrainConfig, Trainer, TrainResult
+from bookgen.settings import TrainConfig
+from bookgen.trainer import Event, Trainer, TrainResult
 
 DEFAULT_MINUTES = 10.0
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
@@ -47,8 +48,8 @@ def train(
     """Train on books (files, folders, globs or catalogue names) into a checkpoint folder.
 
     `options` are fields of `ModelConfig` (cell, layers, hidden_size, embed_size, dropout) and of
-    `TrainConfig` (steps, minutes, epochs, level, batch_size, bptt, learning_rate, seed, device,
-    ...); None or absent means the default, or with `resume` the saved run's value. With no
+    `TrainConfig` (steps, minutes, epochs, level, batch_size, bptt, learning_rate, random_seed,
+    device, ...); None or absent means the default, or with `resume` the saved run's value. With no
     budget at all, training runs for 10 minutes.
     """
     unknown = set(options) - MODEL_FIELDS - TRAIN_FIELDS

@@ -30,9 +30,10 @@ from bookgen.context import BF16_MARGIN, RunContext, bf16_runs, machine_name, re
 from bookgen.errors import BookgenError
 from bookgen.model import ModelConfig, RecurrentLM
 from bookgen.sampler import TextGenerator
+from bookgen.settings import TrainConfig
 from bookgen.streams import Window
 from bookgen.tokenizer import CharTokenizer
-from bookgen.trainer import TrainConfig, make_optimizer, train_step
+from bookgen.trainer import make_optimizer, train_step
 
 # The vocabulary each level is measured with: a book's characters, and bookgen's default number
 # of words kept.

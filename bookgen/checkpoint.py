@@ -36,7 +36,10 @@ from bookgen.model import ModelConfig, RecurrentLM
 from bookgen.tokenizer import Tokenizer, tokenizer_from_json
 
 FORMAT = "bookgen-checkpoint"
-FORMAT_VERSION = 2  # 2: `progress` (was `training_state`) and the measured `precision`
+# 2: `progress` (was `training_state`) and the measured `precision`; 3: train_config's
+# `random_seed` (was `seed`, now only ever the text a sample continues). 2 is read as 3.
+FORMAT_VERSION = 3
+OLDEST_READ = 2
 MANIFEST = "checkpoint.json"
 TOKENIZER = "tokenizer.json"
 METRICS = "metrics.jsonl"
@@ -262,13 +265,23 @@ def read_manifest(folder: Path) -> dict:
             f"{folder}: checkpoint format version {version} was written by a newer bookgen "
             f"(this one reads up to {FORMAT_VERSION}); upgrade bookgen to load it"
         )
-    if version < FORMAT_VERSION:
+    if version < OLDEST_READ:
         # Format 1 named its layers differently and did not record the measured precision.
         raise BookgenError(
             f"{folder}: checkpoint format version {version} was written by an older bookgen "
-            f"(this one reads {FORMAT_VERSION}); train the model again"
+            f"(this one reads {OLDEST_READ} to {FORMAT_VERSION}); train the model again"
         )
     _check_manifest_fields(path, manifest)
+    return _upgraded(manifest)
+
+
+def _upgraded(manifest: dict) -> dict:
+    """A manifest of an older format, read as the current one."""
+    if manifest["format_version"] < 3:
+        train = dict(manifest["train_config"])
+        if "seed" in train:
+            train["random_seed"] = train.pop("seed")
+        manifest = {**manifest, "train_config": train, "format_version": 3}
     return manifest
 
 

@@ -21,7 +21,7 @@ from bookgen.errors import BookgenError
 from bookgen.model import ModelConfig
 from bookgen.sampler import DEFAULTS as SAMPLING
 from bookgen.sampler import SamplingSettings
-from bookgen.trainer import TrainConfig
+from bookgen.settings import TrainConfig
 
 app = typer.Typer(
     help=(
@@ -334,11 +334,11 @@ def train(
             rich_help_panel=TRAINING,
         ),
     ] = None,
-    seed: Annotated[
+    random_seed: Annotated[
         Optional[int],
         typer.Option(
-            help="Random seed: the same seed and settings give the same run. "
-            + _default(TrainConfig, "seed"),
+            help="Fixes the randomness (weights, dropout, where windows are cut): the same "
+            "random seed and settings give the same run. " + _default(TrainConfig, "random_seed"),
             rich_help_panel=TRAINING,
         ),
     ] = None,
@@ -374,7 +374,7 @@ def train(
         vocab_size=vocab_size, min_count=min_count, lowercase=lowercase,
         embeddings=str(embeddings) if embeddings else None, batch_size=batch_size, bptt=bptt,
         learning_rate=lr, eval_every=eval_every, checkpoint_every=checkpoint_every,
-        val_fraction=val_fraction, seed=seed, device=device, precision=precision,
+        val_fraction=val_fraction, random_seed=random_seed, device=device, precision=precision,
     )  # fmt: skip
     rank = _rank()
     display = _TrainDisplay(quiet or rank != 0)  # one progress display: rank 0's

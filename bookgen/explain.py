@@ -35,9 +35,10 @@ from bookgen.checkpoint import load_tokenizer, read_manifest
 from bookgen.corpus import open_corpus
 from bookgen.errors import BookgenError
 from bookgen.evaluation import evaluate_texts
+from bookgen.settings import TrainConfig
 from bookgen.streams import StreamBatcher, TokenStream, Window
 from bookgen.tokenizer import StreamDecoder, Tokenizer
-from bookgen.trainer import PreparedData, TrainConfig, prepare_data
+from bookgen.trainer import PreparedData, prepare_data
 
 DEFAULT_WINDOWS = 3
 SNIPPET_TOKENS = {"char": 40, "word": 10}  # how much text is shown where a row begins
@@ -97,7 +98,7 @@ class Explanation:
     row_length: int  # L: tokens per row
     windows_per_epoch: int
     left_out: int  # the last tokens, read neither as input nor as target (fewer than B)
-    seed: int  # training's random seed, which fixes each epoch's shift
+    random_seed: int  # training's random seed, which fixes each epoch's shift
     epoch_shifts: list[int]  # length of the first window of epochs 1 and 2 (0: not shifted)
     rows: list[RowStart]
     windows: list[list[WindowText]]  # [row][window]: the first windows of epoch 0
@@ -143,8 +144,8 @@ def explain_streams(
         row_length=batcher.row_length,
         windows_per_epoch=batcher.windows_per_epoch(),
         left_out=len(data.train) - 1 - batcher.tokens_per_epoch,
-        seed=config.seed,
-        epoch_shifts=[batcher.epoch_shift(epoch, config.seed) for epoch in (1, 2)],
+        random_seed=config.random_seed,
+        epoch_shifts=[batcher.epoch_shift(epoch, config.random_seed) for epoch in (1, 2)],
         rows=_row_starts(batcher, data.tokenizer, names),
         windows=_window_texts(batcher, data.tokenizer, shown),
         crossings=_crossings(batcher, data.tokenizer, names),
@@ -162,7 +163,7 @@ _SAVED_SETTINGS = (
     "bptt",
     "val_fraction",
     "val_batch_size",
-    "seed",
+    "random_seed",
 )
 
 
@@ -446,8 +447,8 @@ of row i+1). One epoch is {e.windows_per_epoch:,} windows (steps); {_left_out(e.
 - where a row crosses into the next book ({RESET_MARK} above); predicting the new book's first
   token from the old book's last is left out of the loss;
 - at the start of every epoch, when the rows go back to their beginnings. Later epochs also
-  move the cuts: {_shift(1, first)}, {_shift(2, second)} (fixed by training's seed
-  {e.seed}), then windows of T, so the model does not always see the same boundaries;
+  move the cuts: {_shift(1, first)}, {_shift(2, second)} (fixed by training's random seed
+  {e.random_seed}), then windows of T, so the model does not always see the same boundaries;
 - at the start of validation (the held-out {held}: {e.val_tokens:,} tokens, read the same way in
   {e.val_rows} rows) and of every `bookgen sample`.
 

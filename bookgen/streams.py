@@ -142,21 +142,21 @@ class StreamBatcher:
         self._resets = _by_column(stream.starts, used, length)
         self._masked = _by_column(stream.starts - 1, used, length)
 
-    def epoch_shift(self, epoch: int, seed: int) -> int:
+    def epoch_shift(self, epoch: int, random_seed: int) -> int:
         """Length cut from the first window of `epoch`: 0 <= shift < bptt, fixed by the seed."""
         if epoch == 0:
             return 0
-        return random.Random(seed * 1_000_003 + epoch).randrange(self.bptt)
+        return random.Random(random_seed * 1_000_003 + epoch).randrange(self.bptt)
 
-    def window_starts(self, epoch: int, seed: int) -> list[int]:
+    def window_starts(self, epoch: int, random_seed: int) -> list[int]:
         """Start positions of the windows of `epoch` within each row."""
-        shift = self.epoch_shift(epoch, seed)
+        shift = self.epoch_shift(epoch, random_seed)
         first = [0] if shift > 0 else []
         return first + list(range(shift, self.row_length, self.bptt))
 
-    def windows(self, epoch: int = 0, seed: int = 0, start: int = 0) -> Iterator[Window]:
+    def windows(self, epoch: int = 0, random_seed: int = 0, start: int = 0) -> Iterator[Window]:
         """The windows of one epoch, beginning with the window that starts at `start`."""
-        bounds = self.window_starts(epoch, seed) + [self.row_length]
+        bounds = self.window_starts(epoch, random_seed) + [self.row_length]
         release_every = max(1, _RELEASE_PAGES // self.batch_size)
         for count, (begin, end) in enumerate(pairwise(bounds)):
             if begin < start:
@@ -177,8 +177,8 @@ class StreamBatcher:
             epoch=epoch,
         )
 
-    def windows_per_epoch(self, epoch: int = 0, seed: int = 0) -> int:
-        return len(self.window_starts(epoch, seed))
+    def windows_per_epoch(self, epoch: int = 0, random_seed: int = 0) -> int:
+        return len(self.window_starts(epoch, random_seed))
 
     @property
     def tokens_per_epoch(self) -> int:

@@ -8,10 +8,17 @@ import pytest
 import torch
 
 import bookgen
-from bookgen.checkpoint import FORMAT_VERSION, MANIFEST, load_checkpoint, read_metrics
+from bookgen.checkpoint import (
+    FORMAT_VERSION,
+    MANIFEST,
+    load_checkpoint,
+    read_manifest,
+    read_metrics,
+)
 from bookgen.corpus import read_corpus
 from bookgen.errors import BookgenError
-from bookgen.trainer import TrainConfig, Trainer
+from bookgen.settings import TrainConfig
+from bookgen.trainer import Trainer
 from tests.conftest import TINY_MODEL
 
 
@@ -114,3 +121,28 @@ def test_a_manifest_with_missing_or_odd_fields_is_one_clear_error(trained: Path,
     (trained / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(BookgenError, match="damaged"):
         bookgen.train(tiny_book, trained, resume=True)
+
+
+def test_a_format_2_checkpoint_resumes_with_its_seed(tiny_book: Path, tmp_path: Path):
+    """Format 2 called training's random seed `seed`: such a run is read as format 3 and resumes
+    with its own random seed, exactly as it would have gone on."""
+    run = dict(TINY_MODEL, eval_every=10, dropout=0.1, random_seed=5)
+    control, old = tmp_path / "control", tmp_path / "old"
+    for folder in (control, old):
+        bookgen.train(tiny_book, folder, steps=10, **run)
+    bookgen.train(tiny_book, control, resume=True, steps=20)
+    m = manifest(old)
+    m["format_version"] = 2
+    m["train_config"]["seed"] = m["train_config"].pop("random_seed")
+    (old / MANIFEST).write_text(json.dumps(m))
+    assert read_manifest(old)["train_config"]["random_seed"] == 5
+    bookgen.train(tiny_book, old, resume=True, steps=20)
+    exact = lambda folder: [  # noqa: E731  (the timings differ, what was computed must not)
+        {k: r[k] for k in ("step", "tokens", "epoch", "train_loss", "val_loss", "lr")}
+        for r in read_metrics(folder)
+    ]
+    assert exact(old) == exact(control)  # with the default seed, dropout would differ
+    m["format_version"] = 1
+    (old / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(BookgenError, match="reads 2 to 3"):
+        load_checkpoint(old)

@@ -294,7 +294,8 @@ def test_books_given_as_text_are_indexed_from_that_text(tmp_path: Path):
     model = tmp_path / "model"
     trainer_options = dict(BY_HEART, steps=20, eval_every=20)
     from bookgen.api import MODEL_FIELDS
-    from bookgen.trainer import TrainConfig, Trainer
+    from bookgen.settings import TrainConfig
+    from bookgen.trainer import Trainer
 
     model_options = {k: v for k, v in trainer_options.items() if k in MODEL_FIELDS}
     train_options = {k: v for k, v in trainer_options.items() if k not in MODEL_FIELDS}

@@ -40,12 +40,12 @@ SECOND_BOOK = (
 
 RUNS = {
     "char-lstm": dict(
-        TINY_MODEL, steps=200, eval_every=50, checkpoint_every=100, dropout=0.1, seed=7,
+        TINY_MODEL, steps=200, eval_every=50, checkpoint_every=100, dropout=0.1, random_seed=7,
         preview_length=60,
     ),
     "word-gru": dict(
         TINY_MODEL, level="word", cell="gru", steps=100, eval_every=50, dropout=0.1,
-        weight_drop=0.2, seed=11, preview_length=20,
+        weight_drop=0.2, random_seed=11, preview_length=20,
     ),
 }  # fmt: skip
 

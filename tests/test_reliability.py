@@ -29,7 +29,7 @@ from bookgen.tokenizer import CharTokenizer
 from bookgen.trainer import Notice, Saved, Stepped, TrainingInterrupted
 from tests.conftest import TINY_MODEL
 
-RESUME_RUN = dict(TINY_MODEL, steps=60, eval_every=20, dropout=0.1, seed=5)
+RESUME_RUN = dict(TINY_MODEL, steps=60, eval_every=20, dropout=0.1, random_seed=5)
 EXACT_FIELDS = ("step", "tokens", "epoch", "train_loss", "val_loss", "val_bits_per_char", "lr")
 
 

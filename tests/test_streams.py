@@ -32,14 +32,14 @@ def test_rows_continue_across_windows_and_cover_every_token_once():
 
 def test_epoch_shift_moves_cut_points_but_keeps_continuity():
     batcher = StreamBatcher(stream_of(1000), batch_size=4, bptt=10)
-    starts = {e: batcher.window_starts(e, seed=3) for e in range(5)}
+    starts = {e: batcher.window_starts(e, random_seed=3) for e in range(5)}
     assert starts[0][:3] == [0, 10, 20]
     assert any(starts[e][1] % 10 != 0 for e in range(1, 5))  # cut points move
     for e in range(5):
-        inputs = torch.cat([w.inputs for w in batcher.windows(epoch=e, seed=3)])
+        inputs = torch.cat([w.inputs for w in batcher.windows(epoch=e, random_seed=3)])
         assert torch.equal(inputs, torch.cat([w.inputs for w in batcher.windows(epoch=0)]))
     # The shift is a pure function of (epoch, seed): a resumed run sees the same windows.
-    assert batcher.window_starts(3, seed=3) == starts[3]
+    assert batcher.window_starts(3, random_seed=3) == starts[3]
 
 
 def test_state_resets_where_a_row_enters_the_next_book():
@@ -57,8 +57,8 @@ def test_state_resets_where_a_row_enters_the_next_book():
 
 def test_windows_can_resume_mid_epoch():
     batcher = StreamBatcher(stream_of(500), batch_size=2, bptt=7)
-    all_windows = list(batcher.windows(epoch=2, seed=1))
-    resumed = list(batcher.windows(epoch=2, seed=1, start=all_windows[3].start))
+    all_windows = list(batcher.windows(epoch=2, random_seed=1))
+    resumed = list(batcher.windows(epoch=2, random_seed=1, start=all_windows[3].start))
     assert [w.start for w in resumed] == [w.start for w in all_windows[3:]]
 
 

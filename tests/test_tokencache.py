@@ -251,12 +251,12 @@ def test_windows_from_the_memmap_equal_the_transposed_copies(books, lengths, bat
     ):
         batcher = StreamBatcher(stream, batch, bptt)
         for epoch in (0, 3):
-            starts = batcher.window_starts(epoch, seed=5)
+            starts = batcher.window_starts(epoch, random_seed=5)
             bounds = list(zip(starts, [*starts[1:], batcher.row_length], strict=True))
             expected = reference_windows(
                 np.asarray(stream.tokens), stream.starts, batcher.batch_size, bptt, bounds
             )
-            windows = list(batcher.windows(epoch, seed=5))
+            windows = list(batcher.windows(epoch, random_seed=5))
             assert len(windows) == len(bounds)
             for window, parts in zip(windows, expected, strict=True):
                 got = (window.inputs, window.targets, window.resets, window.loss_mask)

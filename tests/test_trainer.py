@@ -38,9 +38,9 @@ def test_training_reports_events_and_learns(tiny_book: Path, tmp_path: Path):
 
 
 def test_same_seed_same_run(tiny_book: Path, tmp_path: Path):
-    bookgen.train(tiny_book, tmp_path / "a", steps=30, eval_every=10, seed=7, **TINY_MODEL)
-    bookgen.train(tiny_book, tmp_path / "b", steps=30, eval_every=10, seed=7, **TINY_MODEL)
-    bookgen.train(tiny_book, tmp_path / "c", steps=30, eval_every=10, seed=8, **TINY_MODEL)
+    bookgen.train(tiny_book, tmp_path / "a", steps=30, eval_every=10, random_seed=7, **TINY_MODEL)
+    bookgen.train(tiny_book, tmp_path / "b", steps=30, eval_every=10, random_seed=7, **TINY_MODEL)
+    bookgen.train(tiny_book, tmp_path / "c", steps=30, eval_every=10, random_seed=8, **TINY_MODEL)
 
     def losses(name):
         return [r["val_loss"] for r in read_metrics(tmp_path / name)]
@@ -67,7 +67,7 @@ def test_several_books_reset_the_state_and_skip_the_crossing(tmp_path: Path):
     (books / "a.txt").write_text("aaaa bbbb cccc. " * 60)
     (books / "b.txt").write_text("xyz xyz xyz. " * 60)
     out = tmp_path / "ab"
-    options = dict(TINY_MODEL, bptt=10_000, seed=3, learning_rate=1e-2)
+    options = dict(TINY_MODEL, bptt=10_000, random_seed=3, learning_rate=1e-2)
     first = []
     bookgen.train(books, out, steps=40, on_event=first.append, **options)
     (started,) = [e for e in first if isinstance(e, Started)]
@@ -254,7 +254,8 @@ FAST = {(1, 128): 1e7, (1, 256): 1e7, (1, 512): 1e6, (2, 512): 5e4}
 def test_a_minutes_budget_gets_the_largest_size_it_fills(
     tiny_book, tmp_path, monkeypatch, speeds, chosen, timed
 ):
-    from bookgen.trainer import TrainConfig, Trainer
+    from bookgen.settings import TrainConfig
+    from bookgen.trainer import Trainer
 
     measured = _speeds(monkeypatch, speeds)
     options = {k: v for k, v in TINY_MODEL.items() if k not in ("hidden_size", "dropout")}
@@ -270,7 +271,8 @@ def test_a_minutes_budget_gets_the_largest_size_it_fills(
 def test_the_chosen_size_starts_from_the_weights_it_would_by_hand(tiny_book, tmp_path, monkeypatch):
     # Timing sizes must not move the random stream: the chosen model starts from the very
     # weights that --layers 2 --hidden 512 starts from.
-    from bookgen.trainer import TrainConfig, Trainer
+    from bookgen.settings import TrainConfig
+    from bookgen.trainer import Trainer
 
     _speeds(monkeypatch, {(1, 512): 1e9, (2, 512): 1e9})
     train = {k: v for k, v in TINY_MODEL.items() if k not in ("hidden_size", "dropout")}

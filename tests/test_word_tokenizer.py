@@ -169,7 +169,7 @@ def test_hard_wrapped_prose_is_unwrapped_but_verse_keeps_its_lines():
 
 def test_build_defaults_agree_with_the_training_config():
     # bookgen train and WordTokenizer.build must not drift apart (build once defaulted to 2).
-    from bookgen.trainer import TrainConfig
+    from bookgen.settings import TrainConfig
 
     defaults = inspect.signature(WordTokenizer.build).parameters
     config = TrainConfig(steps=1)
