@@ -22,7 +22,7 @@ import torch
 import bookgen
 from bookgen.corpus import read_document
 from bookgen.evaluation import evaluate_texts
-from bookgen.trainer import split_document
+from bookgen.tokencache import split_point
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT.parent / "shared" / "corpora" / "gutenberg" / "pride-and-prejudice.txt"
@@ -62,7 +62,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         held_out = folder / "held-out.txt"
-        held_out.write_text(split_document(read_document(BOOK).text, 0.1)[1], encoding="utf-8")
+        text = read_document(BOOK).text  # the held-out part: what training leaves out
+        held_out.write_text(text[split_point(len(text), 0.1) :], encoding="utf-8")
         runs.append(run("char", args.minutes, held_out, folder))
         for size in (int(s) for s in args.vocab_sizes.split(",")):
             runs.append(

@@ -42,7 +42,7 @@ def build_text(folder: Path, size_mb: int) -> Path:
 def child(text: str, out: str, steps: int) -> None:
     """One training run; prints a JSON line of event times (time.time()) and peak RSS."""
     import bookgen
-    from bookgen.trainer import Started, Stepped, Tokenizing
+    from bookgen.events import Started, Stepped, Tokenizing
 
     times: dict = {"tokenizing": {}}
 

@@ -30,7 +30,7 @@ import torch
 import bookgen
 from bookgen.checkpoint import load_checkpoint
 from bookgen.context import processor_name
-from bookgen.trainer import Started
+from bookgen.events import Started
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT.parent / "shared" / "corpora" / "tinyshakespeare.txt"

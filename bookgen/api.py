@@ -12,9 +12,10 @@ from bookgen import distributed
 from bookgen.catalog import resolve_inputs
 from bookgen.corpus import open_corpus
 from bookgen.errors import BookgenError
+from bookgen.events import Event, TrainResult
 from bookgen.model import ModelConfig
 from bookgen.settings import TrainConfig
-from bookgen.trainer import Event, Trainer, TrainResult
+from bookgen.trainer import Trainer
 
 DEFAULT_MINUTES = 10.0
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}

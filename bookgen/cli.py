@@ -59,7 +59,7 @@ def clean_errors(command):
                 raise
             # Under torchrun every process meets the same bad input: rank 0 says it once. Only
             # a process that lost the others speaks for itself.
-            if _rank() == 0 or type(error).__name__ == "LostContact":
+            if _rank() == 0 or error.own_to_each_process:
                 prefix = f"[rank {_rank()}] " if _rank() else ""
                 message = Text.assemble((f"{prefix}error:", "bold red"), f" {error}")
                 err.print(message, soft_wrap=True)
@@ -366,7 +366,7 @@ def train(
     --resume continues.
     """
     from bookgen.api import train as run_training
-    from bookgen.trainer import TrainingInterrupted
+    from bookgen.events import TrainingInterrupted
 
     options = dict(
         minutes=minutes, steps=steps, epochs=epochs, level=level, cell=cell, layers=layers,
@@ -440,7 +440,7 @@ class _TrainDisplay:
         self.progress.update(self.download_task, completed=done, info=f"{done / 1e6:.1f} MB")
 
     def on_event(self, event) -> None:
-        from bookgen import trainer as t
+        from bookgen import events as t
 
         if self.quiet:
             return

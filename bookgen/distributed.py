@@ -39,6 +39,8 @@ DEFAULT_TIMEOUT_S = 120.0
 class LostContact(BookgenError):
     """A collective failed or timed out: another training process stopped."""
 
+    own_to_each_process = True
+
 
 @dataclass(frozen=True)
 class World:

@@ -33,12 +33,12 @@ from bookgen.budget import SHORT_RUN
 from bookgen.catalog import resolve_inputs
 from bookgen.checkpoint import load_tokenizer, read_manifest
 from bookgen.corpus import open_corpus
+from bookgen.data import PreparedData, prepare_data
 from bookgen.errors import BookgenError
 from bookgen.evaluation import evaluate_texts
 from bookgen.settings import TrainConfig
 from bookgen.streams import StreamBatcher, TokenStream, Window
 from bookgen.tokenizer import StreamDecoder, Tokenizer
-from bookgen.trainer import PreparedData, prepare_data
 
 DEFAULT_WINDOWS = 3
 SNIPPET_TOKENS = {"char": 40, "word": 10}  # how much text is shown where a row begins

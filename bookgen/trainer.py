@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -33,136 +33,27 @@ from bookgen.context import (
     processor_name,
     resolve_device,
 )
-from bookgen.corpus import BookFile, Document
+from bookgen.corpus import Document
+from bookgen.data import prepare_data
 from bookgen.distributed import SINGLE, World
 from bookgen.errors import BookgenError
+from bookgen.events import (
+    Evaluated,
+    Event,
+    Notice,
+    Saved,
+    Started,
+    Stepped,
+    Tokenizing,
+    TrainingInterrupted,
+    TrainResult,
+)
 from bookgen.metrics import bits_per_char, evaluate_sums, token_nats
 from bookgen.model import ModelConfig, RecurrentLM, State, detach_state
 from bookgen.sampler import DEFAULTS as SAMPLING
 from bookgen.sampler import TextGenerator
 from bookgen.settings import TrainConfig
-from bookgen.streams import StreamBatcher, TokenStream, Window
-from bookgen.tokencache import split_point, tokenize_corpus
-from bookgen.tokenizer import Tokenizer
-
-# --- events ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Started:
-    out: Path
-    device: str
-    precision: str  # fp32 or bf16
-    precision_note: str  # how it was chosen, with the measured speeds
-    parameters: int
-    vocab_size: int
-    train_tokens: int
-    val_tokens: int
-    batch_size: int
-    windows_per_epoch: int
-    documents: list[str]
-    resumed_at_step: int = 0
-    size_note: str = ""  # how the model's size was chosen for the budget ("" when given)
-
-
-@dataclass
-class Stepped:
-    step: int
-    epoch: float
-    loss: float | None  # None: a non-finite step that was skipped
-    lr: float
-    tokens_per_s: float
-    elapsed_s: float
-    budget_used: float  # 0..1
-
-
-@dataclass
-class Evaluated:
-    metrics: dict  # the record written to metrics.jsonl
-    preview: str
-    best: bool
-
-
-@dataclass
-class Saved:
-    path: Path
-    step: int
-
-
-@dataclass
-class Notice:
-    message: str
-
-
-@dataclass
-class Tokenizing:
-    """Reading the books into the token cache (not sent when the cache already holds them)."""
-
-    stage: str  # "hashing" and "reading" count bytes, "tokenizing" characters
-    done: int
-    total: int
-
-
-Event = Started | Stepped | Evaluated | Saved | Notice | Tokenizing
-
-
-@dataclass
-class TrainResult:
-    out: Path
-    steps: int
-    best_val_loss: float | None
-    metrics: list[dict] = field(default_factory=list)
-
-
-# --- data ------------------------------------------------------------------------------------
-
-
-@dataclass
-class PreparedData:
-    tokenizer: Tokenizer
-    train: TokenStream
-    val: TokenStream
-    corpus: dict  # recorded in the checkpoint: which books, their fingerprints
-
-
-def split_document(text: str, val_fraction: float) -> tuple[str, str]:
-    """The last `val_fraction` of a document's characters are held out (nanoGPT's split)."""
-    cut = split_point(len(text), val_fraction)
-    return text[:cut], text[cut:]
-
-
-def tokenizer_settings(config: TrainConfig) -> dict:
-    """What the tokenizer is built with (from the training parts); part of the cache key."""
-    if config.level == "word":
-        return dict(
-            level="word",
-            vocab_size=config.vocab_size,
-            min_count=config.min_count,
-            lowercase=config.lowercase,
-        )
-    return {"level": "char"}
-
-
-def prepare_data(
-    documents: Sequence[Document | BookFile],
-    config: TrainConfig,
-    tokenizer: Tokenizer | None = None,
-    on_progress: Callable[[str, int, int], None] | None = None,
-) -> PreparedData:
-    """Split each book, build the vocabulary from the training parts (unless given), encode.
-
-    Through the token cache: a second run on the same books reads the tokens from disk.
-    """
-    settings = tokenizer_settings(config)
-    data = tokenize_corpus(documents, settings, tokenizer, config.val_fraction, on_progress)
-    corpus = {"documents": data.documents, "val_fraction": config.val_fraction}
-    # Where the books were read from, so that later commands (the copy guard, `bookgen style`)
-    # can read them again; their sha256 tells whether they are still the same text.
-    paths = [getattr(d, "path", None) for d in documents]
-    corpus["paths"] = [str(Path(p).resolve()) if p else None for p in paths]
-    corpus["chars_per_token"] = data.train.chars / max(len(data.train), 1)  # the copy guard's unit
-    return PreparedData(data.tokenizer, data.train, data.val, corpus)
-
+from bookgen.streams import StreamBatcher, Window
 
 # --- one step ----------------------------------------------------------------------------------
 
@@ -682,17 +573,6 @@ class Trainer:
             size_note=self.size_note,
             resumed_at_step=self.progress.step,
         )
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C (SIGINT) or SIGTERM stopped training after the latest state was saved."""
-
-    def __init__(self, signum: int, out: Path, step: int) -> None:
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        super().__init__(f"{name}: stopped at step {step}; the latest state is saved in {out}")
-        self.exit_code = 128 + signum
-        self.out = out
-        self.step = step
 
 
 @contextlib.contextmanager

@@ -60,3 +60,10 @@ def bits_per_char_by_hand(mean_nats: float, tokens: int, unknown: int, chars: in
     """Total bits over the text / its characters: the mean loss over every token, plus 8 bits
     for each character the vocabulary reads only as unknown (spelled out in raw bytes)."""
     return (mean_nats * tokens / math.log(2) + 8 * unknown) / chars
+
+
+def split_by_hand(text: str, val_fraction: float) -> tuple[str, str]:
+    """A book's training and validation parts: the last `val_fraction` of its characters are
+    held out (nanoGPT's split), the cut rounded down."""
+    cut = int(len(text) * (1 - val_fraction))
+    return text[:cut], text[cut:]

@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 from bookgen.checkpoint import load_checkpoint
 from bookgen.cli import app
 from bookgen.corpus import open_corpus, read_document
+from bookgen.data import prepare_data
 from bookgen.errors import BookgenError
 from bookgen.explain import Crossing, explain_renderables, explain_streams, state_value
 from bookgen.settings import TrainConfig
 from bookgen.streams import StreamBatcher, TokenStream
 from bookgen.tokencache import split_point
-from bookgen.trainer import prepare_data
 from tests.by_hand import CLOSE, bits_per_char_by_hand, nats_by_hand
 
 runner = CliRunner()

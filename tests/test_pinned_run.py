@@ -25,7 +25,7 @@ import torch
 
 import bookgen
 from bookgen.context import machine_name
-from bookgen.trainer import Evaluated
+from bookgen.events import Evaluated
 from tests.conftest import TINY_BOOK, TINY_MODEL
 
 PINNED = Path(__file__).parent / "data" / "pinned_runs.json"

@@ -13,7 +13,7 @@ from bookgen import context
 from bookgen.checkpoint import read_manifest, read_metrics
 from bookgen.context import PrecisionChoice, bf16_runs, choose_precision
 from bookgen.errors import BookgenError, BookgenWarning
-from bookgen.trainer import Started, TrainingInterrupted
+from bookgen.events import Started, TrainingInterrupted
 from tests.conftest import TINY_MODEL
 from tests.test_reliability import EXACT_FIELDS, interrupt_at
 

@@ -25,8 +25,8 @@ from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_me
 from bookgen.cli import app
 from bookgen.corpus import clean_text, decode_bytes
 from bookgen.errors import BookgenError
+from bookgen.events import Notice, Saved, Stepped, TrainingInterrupted
 from bookgen.tokenizer import CharTokenizer
-from bookgen.trainer import Notice, Saved, Stepped, TrainingInterrupted
 from tests.conftest import TINY_MODEL
 
 RESUME_RUN = dict(TINY_MODEL, steps=60, eval_every=20, dropout=0.1, random_seed=5)
@@ -274,7 +274,7 @@ def test_resume_after_kill_9_from_a_periodic_checkpoint_is_exact(tiny_book: Path
     script = f"""
 import os, signal
 import bookgen
-from bookgen.trainer import Stepped
+from bookgen.events import Stepped
 
 def kill_at_33(event):
     if isinstance(event, Stepped) and event.step == 33:

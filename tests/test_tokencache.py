@@ -15,7 +15,7 @@ from bookgen.corpus import open_corpus, read_corpus
 from bookgen.streams import StreamBatcher, TokenStream, token_dtype
 from bookgen.tokencache import tokenize_corpus
 from bookgen.tokenizer import CharTokenizer, WordTokenizer
-from bookgen.trainer import split_document
+from tests.by_hand import split_by_hand
 from tests.conftest import TINY_BOOK
 
 CHAR = {"level": "char"}
@@ -44,7 +44,7 @@ def books(tmp_path: Path) -> Path:
 def in_memory(folder: Path, val_fraction: float = 0.1):
     """The tokens as the trainer made them before the cache: whole strings, lists of ids."""
     texts = [d.text for d in read_corpus([folder])]
-    splits = [split_document(t, val_fraction) for t in texts]
+    splits = [split_by_hand(t, val_fraction) for t in texts]
     tokenizer = CharTokenizer.build(t for t, _ in splits)
     train = [tokenizer.encode(t) for t, _ in splits]
     val = [tokenizer.encode(v) for _, v in splits]
@@ -71,7 +71,7 @@ def test_cached_tokens_are_exactly_the_in_memory_ones(books: Path):
         assert_stream(data.val, val)
         assert data.val.unknown_chars == unknown == 2  # Ω and é only occur held out
         assert data.train.chars == sum(
-            map(len, (t for t, _ in map(split_document, texts, [0.1] * 2)))
+            map(len, (t for t, _ in map(split_by_hand, texts, [0.1] * 2)))
         )
         # The checkpoint's record of the books is what it always was.
         assert data.documents == [
@@ -102,7 +102,7 @@ def test_word_level_through_the_cache(books: Path):
     settings = {"level": "word", "vocab_size": 30, "min_count": 1, "lowercase": False}
     data = tokenize_corpus(open_corpus([books]), settings, val_fraction=0.1)
     texts = [d.text for d in read_corpus([books])]
-    splits = [split_document(t, 0.1) for t in texts]
+    splits = [split_by_hand(t, 0.1) for t in texts]
     tokenizer = WordTokenizer.build([t for t, _ in splits], 30)
     assert data.tokenizer.to_json() == tokenizer.to_json()
     assert_stream(data.train, [tokenizer.encode(t) for t, _ in splits])
@@ -129,7 +129,7 @@ def test_a_changed_book_is_tokenized_again(books: Path):
 
 def word_tokenizer(folder: Path, settings: dict) -> WordTokenizer:
     """The word tokenizer built from the training parts of the books, outside the cache."""
-    splits = [split_document(d.text, 0.1) for d in read_corpus([folder])]
+    splits = [split_by_hand(d.text, 0.1) for d in read_corpus([folder])]
     options = {k: v for k, v in settings.items() if k != "level"}
     return WordTokenizer.build([t for t, _ in splits], **options)
 
@@ -145,7 +145,7 @@ def test_a_changed_word_setting_is_tokenized_again(books: Path, change: dict):
     other = tokenize_corpus(open_corpus([books]), changed, val_fraction=0.1)
     assert (first.cached, other.cached) == (False, False)
     assert other.tokenizer.to_json() == expected.to_json()
-    splits = [split_document(d.text, 0.1) for d in read_corpus([books])]
+    splits = [split_by_hand(d.text, 0.1) for d in read_corpus([books])]
     assert_stream(other.train, [expected.encode(t) for t, _ in splits])
     # The same settings again, either of them: read from the cache, as written.
     for settings, data in ((WORD, first), (changed, other)):

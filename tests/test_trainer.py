@@ -11,9 +11,9 @@ import bookgen
 from bookgen.checkpoint import load_checkpoint, read_metrics
 from bookgen.corpus import open_corpus, read_document
 from bookgen.errors import BookgenError
+from bookgen.events import Evaluated, Saved, Started, Stepped, Tokenizing
 from bookgen.streams import StreamBatcher, TokenStream
-from bookgen.trainer import Evaluated, Saved, Started, Stepped, Tokenizing, split_document
-from tests.by_hand import CLOSE, nats_by_hand
+from tests.by_hand import CLOSE, nats_by_hand, split_by_hand
 from tests.conftest import TINY_MODEL
 
 
@@ -80,7 +80,7 @@ def test_several_books_reset_the_state_and_skip_the_crossing(tmp_path: Path):
 
     encode = saved.tokenizer.encode
     a, b = (
-        torch.tensor(encode(split_document(read_document(books / n).text, 0.1)[0]))
+        torch.tensor(encode(split_by_hand(read_document(books / n).text, 0.1)[0]))
         for n in ("a.txt", "b.txt")
     )
     stream = torch.cat([a, b])
@@ -203,7 +203,7 @@ def test_validation_during_training_reads_at_most_max_val_tokens(tiny_book: Path
     options = dict(TINY_MODEL, steps=10, eval_every=10, val_batch_size=2, max_val_tokens=70)
     result = bookgen.train(tiny_book, out, **options)
     saved = load_checkpoint(out, which="model")  # the weights of step 10, validated there
-    ids = saved.tokenizer.encode(split_document(read_document(tiny_book).text, 0.1)[1])
+    ids = saved.tokenizer.encode(split_by_hand(read_document(tiny_book).text, 0.1)[1])
     assert len(ids) == 278
     expected = nats_by_hand(saved.model, [ids], 2, columns=32).mean().item()
     (record,) = result.metrics

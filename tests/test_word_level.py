@@ -13,8 +13,8 @@ import bookgen
 from bookgen.checkpoint import load_checkpoint
 from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.evaluation import evaluate_texts
+from bookgen.events import Notice
 from bookgen.tokenizer import UNK_ID
-from bookgen.trainer import Notice
 from tests.by_hand import bits_per_char_by_hand, nats_by_hand
 from tests.conftest import TINY_MODEL
 
