@@ -19,21 +19,20 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from bookgen.cache import add_to_record, read_record
+from bookgen.cache import cache_dir as cache_dir  # tokencache.py's import, until it reads cache.py
 from bookgen.errors import BookgenError
-from bookgen.files import atomic_write
 
 PRECISIONS = ("fp32", "bf16")
-CACHE_VARIABLE = "BOOKGEN_CACHE_DIR"
+CACHE_RECORD = "precision.json"  # in the cache folder (cache.py): measured choices and speeds
 # bf16 is kept only when it measures this much faster than fp32: below that, the noise of a
 # two-second probe on a busy laptop is as large as the gain, and fp32 is the more exact of the two.
 BF16_MARGIN = 1.10
@@ -178,7 +177,7 @@ def choose_precision(
     if not bf16_runs(context_device.type, cell):
         # Nothing to choose between: no probe, no cost (the start line says why).
         return PrecisionChoice("fp32", "bf16 does not run here")
-    cached = _read_cache().get(cache_key)
+    cached = read_record(CACHE_RECORD).get(cache_key)
     if cached is not None:
         with contextlib.suppress(KeyError, TypeError, ValueError):
             return PrecisionChoice(cached["precision"], "cached", cached["tokens_per_s"])
@@ -186,7 +185,7 @@ def choose_precision(
     bf16 = speeds.get("bf16")
     faster = bf16 is not None and bf16 >= BF16_MARGIN * speeds["fp32"]
     choice = PrecisionChoice("bf16" if faster else "fp32", "measured", speeds)
-    _write_cache(cache_key, choice)
+    add_to_record(CACHE_RECORD, cache_key, choice.to_dict())
     return choice
 
 
@@ -236,14 +235,15 @@ def measured_speed(
     For what the precision choice does not time itself (fp32 where bf16 does not run, or a
     precision that was asked for): the model sizing a --minutes budget needs it.
     """
-    cached = _read_cache().get(cache_key)
+    cached = read_record(CACHE_RECORD).get(cache_key)
     if cached is not None:
         with contextlib.suppress(KeyError, TypeError, ValueError):
             return float(cached["tokens_per_s"][precision])
     rate = time_training(device, probe, precision, tokens_per_step)
     if rate is None:
         raise BookgenError(f"a training step fails in {precision} on this machine")
-    _write_cache(cache_key, PrecisionChoice(precision, "measured", {precision: rate}))
+    entry = PrecisionChoice(precision, "measured", {precision: rate})
+    add_to_record(CACHE_RECORD, cache_key, entry.to_dict())
     return rate
 
 
@@ -285,36 +285,3 @@ def _cpuinfo() -> dict[str, str]:
         key, _, value = line.partition(":")
         info[key.strip()] = value.strip()
     return info
-
-
-# --- the cache of measured choices -----------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """bookgen's cache folder: $BOOKGEN_CACHE_DIR, or the user's cache folder."""
-    if os.environ.get(CACHE_VARIABLE):
-        return Path(os.environ[CACHE_VARIABLE])
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("bookgen", appauthor=False))
-
-
-def _cache_file() -> Path:
-    return cache_dir() / "precision.json"
-
-
-def _read_cache() -> dict:
-    try:
-        data = json.loads(_cache_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # no cache yet, or a damaged one: measure again
-    return data if isinstance(data, dict) else {}
-
-
-def _write_cache(key: str, choice: PrecisionChoice) -> None:
-    data = _read_cache()
-    entry = choice.to_dict()
-    entry["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    data[key] = entry
-    with contextlib.suppress(BookgenError):  # an unwritable cache only costs the next probe
-        atomic_write(_cache_file(), json.dumps(data, indent=1).encode("utf-8"))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import bookgen
-from bookgen import context
+from bookgen import cache, context
 from bookgen.checkpoint import read_manifest, read_metrics
 from bookgen.context import PrecisionChoice, bf16_runs, choose_precision
 from bookgen.errors import BookgenError, BookgenWarning
@@ -101,11 +101,11 @@ def test_the_choice_is_cached_per_machine_and_shape(bf16_everywhere, monkeypatch
 
 
 def test_a_damaged_cache_is_measured_again(bf16_everywhere):
-    (context.cache_dir() / "precision.json").parent.mkdir(parents=True, exist_ok=True)
-    (context.cache_dir() / "precision.json").write_text("{not json")
+    (cache.cache_dir() / "precision.json").parent.mkdir(parents=True, exist_ok=True)
+    (cache.cache_dir() / "precision.json").write_text("{not json")
     probe = FakeSteps({"fp32": 0.002, "bf16": 0.004})
     assert choose(probe, key="after damage").how == "measured"
-    assert json.loads((context.cache_dir() / "precision.json").read_text())["after damage"]
+    assert json.loads((cache.cache_dir() / "precision.json").read_text())["after damage"]
 
 
 def test_the_start_line_says_what_was_chosen_and_why():
@@ -197,7 +197,8 @@ def test_resume_keeps_the_saved_precision_without_measuring(tiny_book, tmp_path,
         raise AssertionError("a resumed run must not measure")
 
     monkeypatch.setattr(context, "measure_speeds", no_measuring)
-    monkeypatch.setattr(context, "_read_cache", dict)  # not even from the cache
+    # Not even from the cache: an empty one, where a lookup would find nothing and measure.
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "empty cache"))
     bookgen.train(tiny_book, out, resume=True)
     manifest = read_manifest(out)
     assert manifest["precision"]["precision"] == saved and manifest["precision"]["how"] == "saved"
