@@ -2,7 +2,8 @@
 
 Bits per character = total bits over the text / characters. A character model and a word model
 scored on the same text are directly comparable this way, whatever their tokens. Characters in
-pieces a model can only read as unknown are charged 8 bits each (see `metrics.bits_per_char`).
+pieces a model can only read as unknown are charged 8 bits each (see `scoring.bits_per_char`).
+The scoring itself (`scoring.evaluate`) is the one validation uses during training.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bookgen.catalog import resolve_inputs
-from bookgen.checkpoint import latest_checkpoint, load_checkpoint
+from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from bookgen.context import inference_context, resolve_device
-from bookgen.corpus import open_corpus
+from bookgen.corpus import BookFile, open_corpus
 from bookgen.errors import BookgenError
-from bookgen.metrics import bits_per_char, evaluate
-from bookgen.streams import StreamBatcher
+from bookgen.scoring import bits_per_char, evaluate
+from bookgen.streams import StreamBatcher, TokenStream
 from bookgen.tokencache import tokenize_corpus
 
 EVAL_ROWS = 16  # parallel streams; each starts from a zero state, as validation does
@@ -31,18 +32,31 @@ def evaluate_texts(
     device: str = "auto",
 ) -> dict:
     """Run the checkpoint's best model statefully over the cleaned texts and score it."""
+    _check_reset_every(reset_every)
+    folder = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
+    loaded = load_checkpoint(folder, device=resolve_device(device))
+    books = open_corpus(resolve_inputs([str(p) for p in paths]))
+    return score(loaded, whole_text(loaded, books), reset_every)
+
+
+def _check_reset_every(reset_every: int | None) -> None:
     if reset_every is not None and reset_every < 1:
         raise BookgenError(f"--reset-every must be at least 1, not {reset_every}")
-    folder = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
-    torch_device = resolve_device(device)
-    loaded = load_checkpoint(folder, device=torch_device)
-    books = open_corpus(resolve_inputs([str(p) for p in paths]))
-    # One stream of the whole text (no validation split), through the token cache.
-    stream = tokenize_corpus(books, {}, loaded.tokenizer).train
+
+
+def whole_text(loaded: Checkpoint, books: Sequence[BookFile]) -> TokenStream:
+    """The books end to end in the checkpoint's tokens (no validation split), through the token
+    cache."""
+    return tokenize_corpus(books, {}, loaded.tokenizer).train
+
+
+def score(loaded: Checkpoint, stream: TokenStream, reset_every: int | None = None) -> dict:
+    """The checkpoint's model over `stream`, in the checkpoint's window length and precision."""
     bptt = int(loaded.train_config.get("bptt", 64))
     batcher = StreamBatcher(stream, EVAL_ROWS, bptt)
+    device = next(loaded.model.parameters()).device
     # The precision the model was trained and validated in, so the numbers agree.
-    context = inference_context(torch_device, loaded.precision, loaded.model_config.cell)
+    context = inference_context(device, loaded.precision, loaded.model_config.cell)
     nats = evaluate(loaded.model, batcher, context, reset_every)
     return {
         "tokens": len(stream),

@@ -48,7 +48,7 @@ from bookgen.events import (
     TrainingInterrupted,
     TrainResult,
 )
-from bookgen.metrics import bits_per_char, evaluate_sums, token_nats
+from bookgen.scoring import bits_per_char, evaluate_sums, token_nats
 from bookgen.model import ModelConfig, RecurrentLM, State, detach_state
 from bookgen.sampler import DEFAULTS as SAMPLING
 from bookgen.sampler import TextGenerator

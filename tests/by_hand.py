@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from bookgen.model import RecurrentLM
 
-# evaluate_texts and metrics.evaluate sum float32 losses window by window, batched over rows;
+# evaluate_texts and scoring.evaluate sum float32 losses window by window, batched over rows;
 # the hand computation runs one row at a time in longer passes. The matrix products differ in
 # shape, so the sums agree to about 1e-7 (measured: 5e-8), not bit for bit. 1e-6 is far below
 # what any of the mistakes checked here changes (each changes the mean by 1e-4 or more).

@@ -1,4 +1,4 @@
-"""`bookgen eval` and `metrics.evaluate`, checked against the loss worked out by hand.
+"""`bookgen eval` and `scoring.evaluate`, checked against the loss worked out by hand.
 
 The expectations here never come from the code under test: each row of the stream is run
 through the model in whole forward passes from a zero state (`tests/by_hand.py`), and bits per
@@ -22,7 +22,7 @@ from bookgen.context import RunContext
 from bookgen.corpus import read_document
 from bookgen.errors import BookgenError
 from bookgen.evaluation import evaluate_texts
-from bookgen.metrics import evaluate
+from bookgen.scoring import evaluate
 from bookgen.streams import StreamBatcher, TokenStream
 from tests.by_hand import CLOSE, bits_per_char_by_hand, nats_by_hand
 from tests.conftest import TINY_BOOK, TINY_MODEL
@@ -66,7 +66,7 @@ def test_eval_is_the_loss_worked_out_by_hand_over_two_books(trained: Path, two_b
 
 
 def test_evaluate_resets_every_n_tokens_and_reads_the_first_windows(trained: Path):
-    # metrics.evaluate on a stream cut by hand: 3 rows of 36 tokens read in windows of 7, the
+    # scoring.evaluate on a stream cut by hand: 3 rows of 36 tokens read in windows of 7, the
     # second book beginning at token 60 (row 1, column 24). --reset-every N zeroes the state at
     # columns 0, N, 2N... of every row, across window cuts; max_windows reads the rows' starts.
     saved = load_checkpoint(trained)

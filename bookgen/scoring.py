@@ -1,6 +1,9 @@
-"""Scoring a model on a token stream: nats per token, carried-state evaluation, bits per char.
+"""Scoring a model on text: nats per token, the loss over a stream read with the state carried
+(`evaluate`), and bits per character.
 
-Shared by the trainer (its loss and validation) and `bookgen eval`, so both measure the same way.
+Training's loss (step.py), validation (validation.py) and `bookgen eval` (evaluation.py) all
+score here, so that they measure alike. ("metrics" in bookgen is metrics.jsonl, the record a
+run writes: checkpoint.py.)
 """
 
 from __future__ import annotations
