@@ -11,9 +11,11 @@ What is split, and how it stays exact (N processes train the very model one proc
   B rows, keeping its own, so the masks are the ones one process would draw.
 - The loss on each rank is its rows' nats over the count of the *whole* window, times N: the
   average DistributedDataParallel takes of the gradients is then the one-process gradient.
-- Decisions are agreed by collectives: the share of the budget used (so the learning rate and
-  the stop are the same everywhere, under --minutes too), a Ctrl-C or SIGTERM on any rank, and a
-  non-finite step (the averaged gradient's norm is the same on every rank).
+- Decisions are agreed in one all-reduce per step (`World.agree`), which carries the window's
+  loss (so a non-finite step is skipped everywhere: the averaged gradient's norm is the same on
+  every rank already), the share of the budget used (so the learning rate and the stop are the
+  same everywhere, under --minutes too) and a Ctrl-C or SIGTERM on any rank. Besides it, a step
+  has only DistributedDataParallel's own all-reduce of the gradients, inside backward.
 - Rank 0 alone writes the token cache, checkpoints and metrics, and reports progress; the hidden
   state of all B rows is gathered into the checkpoint, so a run resumes on any number of
   processes that divides B.
@@ -40,6 +42,15 @@ class LostContact(BookgenError):
     """A collective failed or timed out: another training process stopped."""
 
     own_to_each_process = True
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """What all training processes agree on once per step (see `World.agree`)."""
+
+    loss_parts: float  # the processes' parts of the window's loss added (step.window_loss)
+    budget_used: float  # 0..1, by the slowest clock
+    stop_signal: int  # a SIGINT or SIGTERM some process received; 0: none
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,32 @@ class World:
     def max(self, *values: float) -> list[float]:
         return self._reduce(values, "max")
 
+    def agree(self, loss_part: float, budget_used: float, stop_signal: int) -> Agreement:
+        """What every process decides a step by, in the step's one collective.
+
+        Each rank brings its part of the window's loss (`step.forward_backward`), the share of
+        the budget its own clock says is used, and the signal it received (0: none). One
+        all-reduce gives every rank the (size, 3) table of all of them: each rank fills its own
+        row, the other rows are zero, and adding zeros is exact. Every rank then reduces the
+        table alike: the loss parts added in rank order (the same float everywhere), the
+        largest budget used (the slowest clock decides) and the largest signal.
+        """
+        if not self.active:
+            return Agreement(loss_part, budget_used, stop_signal)
+        import torch.distributed as dist
+
+        mine = torch.tensor([loss_part, budget_used, stop_signal], dtype=torch.float64)
+        table = torch.zeros(self.size, 3, dtype=torch.float64, device=self.device)
+        table[self.rank] = mine
+        with self.collective("agreeing on a step"):
+            dist.all_reduce(table, op=dist.ReduceOp.SUM)
+        rows = table.cpu().tolist()
+        return Agreement(
+            loss_parts=sum(row[0] for row in rows),
+            budget_used=max(row[1] for row in rows),
+            stop_signal=int(max(row[2] for row in rows)),
+        )
+
     def _reduce(self, values: tuple[float, ...], op: str) -> list[float]:
         if not self.active:
             return list(values)
@@ -84,7 +121,8 @@ class World:
 
         tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
         kind = dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX
-        with self.guard("agreeing on a step"):
+        what = "adding up" if op == "sum" else "taking the largest of"
+        with self.collective(f"{what} the processes' values"):
             dist.all_reduce(tensor, op=kind)
         return tensor.tolist()
 
@@ -95,7 +133,7 @@ class World:
         import torch.distributed as dist
 
         box = [value if self.is_main else None]
-        with self.guard("receiving rank 0's settings"):
+        with self.collective("receiving rank 0's settings"):
             dist.broadcast_object_list(box, src=0, device=self.device)
         return box[0]
 
@@ -108,7 +146,7 @@ class World:
         gathered = []
         for tensor in state:
             parts = [torch.empty_like(tensor) for _ in range(self.size)]
-            with self.guard("gathering the hidden state"):
+            with self.collective("gathering the hidden state"):
                 dist.all_gather(parts, tensor.contiguous())
             gathered.append(torch.cat(parts, dim=1))
         return tuple(gathered)
@@ -117,11 +155,11 @@ class World:
         if self.active:
             import torch.distributed as dist
 
-            with self.guard("waiting for the others"):
+            with self.collective("waiting for the others"):
                 dist.barrier()
 
     @contextlib.contextmanager
-    def guard(self, what: str) -> Iterator[None]:
+    def collective(self, what: str) -> Iterator[None]:
         """Turns a failed collective inside the block into `LostContact` (one process: as is)."""
         if not self.active:
             yield

@@ -6,6 +6,7 @@ talks over the loopback interface only.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -126,6 +127,19 @@ def test_a_run_resumes_on_another_number_of_processes(tiny_book: Path, tmp_path:
     bookgen.train(tiny_book, chain, resume=True, steps=24)
     assert_same_checkpoint(chain, single, "steps 16-24 on 1 process")
     assert_same_run(chain, single)
+
+
+def test_a_training_step_makes_one_collective(tiny_book: Path, tmp_path: Path):
+    """The step's values, the stop decision and the budget travel in one all-reduce, not one
+    each (DistributedDataParallel's own all-reduce of the gradients aside)."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "tests.collectives", str(tiny_book), str(tmp_path / "m"),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    (line,) = [s for s in done.stdout.splitlines() if s.startswith("collectives per step: ")]
+    assert json.loads(line.partition(": ")[2]) == [1] * 11, line
 
 
 def test_a_batch_that_does_not_divide_is_refused_once(tiny_book: Path, tmp_path: Path):

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import bookgen
-from bookgen import trainer
+from bookgen import step as one_step
 from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_metrics, read_tensors
 from bookgen.cli import app
 from bookgen.corpus import clean_text, decode_bytes
@@ -175,13 +175,13 @@ def test_a_good_step_resets_the_count_of_bad_ones(tiny_book: Path, tmp_path: Pat
     forward pass is normal, so a carried state kept from them would differ from the old one."""
     bad = {2, 3, 5, 6, 8, 9, 10}
     done = {"steps": 0}
-    real_nats = trainer.token_nats
+    real_nats = one_step.token_nats
 
     def nats(logits, window, device):
         values = real_nats(logits, window, device)
         return values * math.nan if done["steps"] + 1 in bad else values
 
-    monkeypatch.setattr(trainer, "token_nats", nats)
+    monkeypatch.setattr(one_step, "token_nats", nats)
     out, events = tmp_path / "run", []
     saves, record = record_saves(out, events)
 

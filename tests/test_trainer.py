@@ -124,20 +124,20 @@ def test_minutes_budget_stops_in_time(tiny_book: Path, tmp_path: Path, monkeypat
     # started after reading would end about a second late. The time left after reading and the
     # evaluation reserve (about 1 s without a preview) still trains for many steps: over 100 on
     # an idle 2-core machine; 20 is a floor a loaded one clears.
-    from bookgen import trainer
+    from bookgen import run as opening
 
     run = dict(TINY_MODEL, preview_length=0)
     # The process's one-time start-up (the first optimizer imports torch's compiler: seconds)
     # is paid by a first run, so that the budget below is spent reading and training.
     bookgen.train(tiny_book, tmp_path / "warm-up", steps=1, **run)
-    read, slow = trainer.prepare_data, []
+    read, slow = opening.prepare_data, []
 
     def prepare_slowly(*args, **kwargs):
         time.sleep(2.0)
         slow.append(2.0)
         return read(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "prepare_data", prepare_slowly)
+    monkeypatch.setattr(opening, "prepare_data", prepare_slowly)
     events = []
     begin = time.perf_counter()
     bookgen.train(tiny_book, tmp_path / "m", minutes=0.075, on_event=events.append, **run)
@@ -221,7 +221,7 @@ def _speeds(monkeypatch, by_hidden: dict[tuple[int, int], float]) -> list[tuple[
     """Timing a size reports these tokens/s; returns the list of the (layers, hidden) timed."""
     import json
 
-    from bookgen import trainer
+    from bookgen import sizing
 
     timed = []
 
@@ -230,7 +230,7 @@ def _speeds(monkeypatch, by_hidden: dict[tuple[int, int], float]) -> list[tuple[
         timed.append((shape["layers"], shape["hidden_size"]))
         return by_hidden[timed[-1]]
 
-    monkeypatch.setattr(trainer, "measured_speed", fake)
+    monkeypatch.setattr(sizing, "measured_speed", fake)
     return timed
 
 
@@ -264,8 +264,10 @@ def test_a_minutes_budget_gets_the_largest_size_it_fills(
     assert (trainer.model.config.layers, trainer.model.config.hidden_size) == chosen
     assert measured == timed
     name = f"{chosen[0]} x {chosen[1]}"
-    assert trainer.size_note.startswith(f"model {name}, sized for ")
-    assert "1 x 512 " in trainer.size_note and "tokens per weight" in trainer.size_note
+    assert trainer.started.size_note.startswith(f"model {name}, sized for ")
+    assert (
+        "1 x 512 " in trainer.started.size_note and "tokens per weight" in trainer.started.size_note
+    )
 
 
 def test_the_chosen_size_starts_from_the_weights_it_would_by_hand(tiny_book, tmp_path, monkeypatch):

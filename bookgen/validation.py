@@ -1,0 +1,78 @@
+"""Validation during training: the held-out stream, read as `bookgen eval` reads text, and the
+sample preview shown with each evaluation.
+
+The validation stream (the last `val_fraction` of each book) is cut into `val_batch_size` rows
+and read with the state carried from window to window, each row from a zero state. A huge
+corpus would spend its budget evaluating, so only the first windows are read, up to
+`max_val_tokens`: the start of every row, stretches spread evenly over the stream. With several
+processes, each scores a share of the rows, and the sums add up to the whole.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from bookgen.context import RunContext
+from bookgen.distributed import World
+from bookgen.model import RecurrentLM
+from bookgen.sampler import TextGenerator
+from bookgen.scoring import evaluate_sums
+from bookgen.settings import TrainConfig
+from bookgen.streams import StreamBatcher, TokenStream
+from bookgen.tokenizer import Tokenizer
+
+# The sample preview after each evaluation generates one token per forward step.
+PREVIEW_SECONDS_PER_TOKEN = 0.002
+
+
+class Validation:
+    """The held-out stream of a run, and how much of it an evaluation reads."""
+
+    def __init__(self, stream: TokenStream, config: TrainConfig, world: World) -> None:
+        self.stream = stream
+        self.batcher = StreamBatcher(stream, config.val_batch_size, config.bptt)
+        per_window = self.batcher.batch_size * config.bptt
+        cap = max(1, config.max_val_tokens // per_window)
+        self.windows = min(self.batcher.windows_per_epoch(), cap)  # read by each evaluation
+        self.world = world
+        self.preview_length = config.preview_length  # tokens; 0: no preview
+
+    def loss(self, model: RecurrentLM, context: RunContext) -> float:
+        """Mean nats per token of `model` over the windows read, the same on every process."""
+        share = self.world.share(self.batcher.batch_size)
+        sums = evaluate_sums(model, self.batcher, context, None, self.windows, share)
+        total, count = self.world.sum(*sums)
+        return total / max(count, 1)
+
+    def seconds(self, model: RecurrentLM, context: RunContext) -> float:
+        """An evaluation's time, to budget those that must fit in --minutes: one window timed,
+        times the windows read, plus the sample preview."""
+        # One window only: a list of them all would hold the whole stream as int64 tensors.
+        first = next(self.batcher.windows(), None)
+        if first is None:
+            return 0.0
+        model.eval()
+        state = model.init_state(self.batcher.batch_size, context.device)
+        inputs = first.inputs.to(context.device)
+        with torch.no_grad(), context.autocast():
+            model(inputs, state)  # warm-up
+            begin = time.perf_counter()
+            model(inputs, state)
+            context.synchronize()
+            seconds = time.perf_counter() - begin
+        model.train()
+        return seconds * self.windows + PREVIEW_SECONDS_PER_TOKEN * self.preview_length
+
+    def preview(
+        self, model: RecurrentLM, tokenizer: Tokenizer, context: RunContext, random_seed: int
+    ) -> str:
+        """A short sample of the model as it stands, shown after each evaluation ("": none)."""
+        if self.preview_length <= 0:
+            return ""
+        was_training = model.training
+        writer = TextGenerator(model.eval(), tokenizer, context)
+        text = "".join(writer.generate("", self.preview_length, random_seed=random_seed))
+        model.train(was_training)
+        return text

@@ -1,0 +1,46 @@
+"""Started by test_distributed under torchrun (`python -m tests.collectives BOOK OUT`): trains a
+short run on two processes, counting every collective bookgen calls through torch.distributed,
+and prints on rank 0 how many each training step made (DistributedDataParallel's own gradient
+all-reduce runs inside backward, in C++, and is not among them)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+
+import torch.distributed as dist
+
+import bookgen
+from bookgen.events import Stepped
+
+COLLECTIVES = ("all_reduce", "all_gather", "broadcast", "broadcast_object_list", "barrier")
+calls = []  # the name of each collective called, in order
+
+
+def counted(name: str):
+    real = getattr(dist, name)
+
+    def call(*args, **kwargs):
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    return call
+
+
+def main(book: str, out: str) -> None:
+    for name in COLLECTIVES:
+        setattr(dist, name, counted(name))
+    at_step = []  # the calls made by the time each Stepped event came (rank 0 reports)
+    record = lambda event: isinstance(event, Stepped) and at_step.append(len(calls))  # noqa: E731
+    bookgen.train(
+        book, out, steps=12, eval_every=100, checkpoint_every=100, preview_length=0,
+        hidden_size=32, batch_size=4, bptt=16, precision="fp32", device="cpu", on_event=record,
+    )  # fmt: skip
+    if at_step:
+        per_step = [b - a for a, b in itertools.pairwise(at_step)]
+        print("collectives per step: " + json.dumps(per_step), flush=True)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
