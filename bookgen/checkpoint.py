@@ -16,17 +16,22 @@ never runs code. Every file is written to a temporary name in the same folder, f
 into place; the manifest is replaced last and names the files it needs, so a crash at any moment
 leaves the previous manifest pointing at complete files. Files no manifest names are deleted
 after the new manifest is in place.
+
+The manifest is checked against the weight file's header (names and shapes, which safetensors
+gives without loading) before any model is built from it (`check_weights`): a damaged or hostile
+manifest is refused in one line, never allocated.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -368,6 +373,70 @@ def restore_training(
     return progress, state
 
 
+def check_weights(folder: Path, manifest: dict, which: str) -> ModelConfig:
+    """The manifest's model config, once the weight file `which` is known to hold the tensors it
+    describes: the same names, the same shapes.
+
+    Read from the file's header alone, before a model of the manifest's size is built: a damaged
+    or hostile manifest (hidden_size 10**9) would otherwise allocate whatever it says.
+    """
+    try:
+        config = ModelConfig.from_dict(manifest["model_config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise BookgenError(f"{folder}: damaged checkpoint ({err!r})") from err
+    path = Path(folder) / manifest["files"][which]
+    found = _header_shapes(path)
+    expected = set()
+    # In the model's order, one at a time: the first difference stops it (10**9 layers too).
+    for name, shape in _saved_shapes(config):
+        if found.get(name) != shape:
+            raise _differ(path, name, found.get(name), shape)
+        expected.add(name)
+    for name in sorted(found.keys() - expected):
+        raise _differ(path, name, found[name], None)
+    return config
+
+
+def _saved_shapes(config: ModelConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of each tensor a `RecurrentLM` of `config` saves, worked out without
+    building it: the embedding, one single-layer LSTM/GRU per layer (PyTorch's names), the
+    output (its weight not saved when tied to the embedding's). Any load of a saved model
+    checks these against a real file, so they cannot drift from model.py unnoticed."""
+    gates = (4 if config.cell == "lstm" else 3) * config.hidden_size  # stacked gate rows
+    yield "embedding.weight", (config.vocab_size, config.embed_size)
+    for index in range(config.layers):
+        size = config.embed_size if index == 0 else config.hidden_size
+        yield f"layers.{index}.weight_ih_l0", (gates, size)
+        yield f"layers.{index}.weight_hh_l0", (gates, config.hidden_size)
+        yield f"layers.{index}.bias_ih_l0", (gates,)
+        yield f"layers.{index}.bias_hh_l0", (gates,)
+    if not config.tied:
+        yield "output.weight", (config.vocab_size, config.hidden_size)
+    yield "output.bias", (config.vocab_size,)
+
+
+def _differ(path: Path, name: str, found: tuple | None, expected: tuple | None) -> BookgenError:
+    return BookgenError(
+        f"{path}: the weights do not match {MANIFEST}'s model_config: {name} is "
+        f"{_shape_text(found)} in the file, {_shape_text(expected)} by the manifest"
+    )
+
+
+def _header_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of each tensor in a safetensors file, from its header: nothing is loaded."""
+    if not path.exists():
+        raise BookgenError(f"{path}: missing from the checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise BookgenError(f"{path}: damaged or not a safetensors file ({err})") from err
+
+
+def _shape_text(shape: tuple[int, ...] | None) -> str:
+    return "absent" if shape is None else " x ".join(map(str, shape)) or "a scalar"
+
+
 def _load_weights(folder: Path, model: RecurrentLM, weights: dict[str, torch.Tensor]) -> None:
     if model.config.tied:
         weights["output.weight"] = weights.get("embedding.weight")
@@ -383,11 +452,8 @@ def load_checkpoint(
     """Load the model (`which` = "best_model" or "model", the latest) and tokenizer."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    try:
-        config = ModelConfig.from_dict(manifest["model_config"])
-        files = manifest["files"]
-    except (KeyError, TypeError, ValueError) as err:
-        raise BookgenError(f"{folder}: damaged checkpoint ({err!r})") from err
+    config = check_weights(folder, manifest, which)
+    files = manifest["files"]
     tokenizer = load_tokenizer(folder, manifest)
     model = RecurrentLM(config)
     _load_weights(folder, model, read_tensors(folder, files[which]))

@@ -147,6 +147,7 @@ def _resumed(
     device: torch.device,
 ) -> Run:
     manifest = ckpt.read_manifest(out)
+    ckpt.check_weights(out, manifest, "model")  # before a model of the manifest's size is built
     data = _prepare(books, config, ckpt.load_tokenizer(out, manifest), world, emit)
     _check_same_books(manifest["corpus"], data.corpus)
     batcher = _batcher(data, config, world)

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -146,3 +149,54 @@ def test_a_format_2_checkpoint_resumes_with_its_seed(tiny_book: Path, tmp_path: 
     (old / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(BookgenError, match="reads 2 to 3"):
         load_checkpoint(old)
+
+
+def test_a_manifest_that_disagrees_with_its_weights_is_refused_in_one_line(
+    trained: Path, tiny_book: Path
+):
+    """The weights' header (names and shapes) is checked against the manifest's model config
+    before a model is built: loading for `sample`, and resuming."""
+    m = manifest(trained)
+    m["model_config"]["hidden_size"] = 48  # the weights hold 32
+    (trained / MANIFEST).write_text(json.dumps(m))
+    said = "layers.0.weight_ih_l0 is 128 x 32 in the file, 192 x 32 by the manifest"
+    for load in (
+        lambda: load_checkpoint(trained),
+        lambda: bookgen.train(tiny_book, trained, resume=True, steps=50),
+    ):
+        with pytest.raises(BookgenError) as error:
+            load()
+        message = str(error.value)
+        assert "do not match checkpoint.json's model_config" in message, message
+        assert said in message and "\n" not in message, message
+    # Layers the file does not hold, a billion of them: refused at the first one missing, before
+    # anything of the manifest's size is worked out, let alone built.
+    m["model_config"].update(hidden_size=32, layers=10**9)
+    (trained / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(
+        BookgenError, match=r"layers\.1\.weight_ih_l0 is absent in the file, 128 x 32 by"
+    ):
+        load_checkpoint(trained)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the memory limit is set with resource")
+def test_a_manifest_asking_for_a_huge_model_is_refused_before_allocating(trained: Path):
+    """hidden_size 10**9 would allocate 512 GB for the first layer alone. `bookgen sample` must
+    refuse it at once, in one line and exit 2. The process runs with 8 GB of address space, so
+    that a regression dies of a MemoryError (a traceback) instead of taking the machine's memory."""
+    import resource
+
+    m = manifest(trained)
+    m["model_config"]["hidden_size"] = 10**9
+    (trained / MANIFEST).write_text(json.dumps(m))
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+
+    command = [sys.executable, "-m", "bookgen", "sample", "--checkpoint", str(trained)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, preexec_fn=limit_memory
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "4000000000 x 32 by the manifest" in line, line
