@@ -2,16 +2,18 @@
 
 Newcomers to stateful training ask: does row i of batch k+1 continue row i of batch k? When does
 the state reset? What is a batch row? This module answers with the user's own books, read
-exactly as training reads them (`trainer.prepare_data`: the same cleaning, split and token
+exactly as training reads them (`data.prepare_data`: the same cleaning, split and token
 cache) and cut by the same `StreamBatcher`:
 
     books --prepare_data--> training stream (N tokens) --StreamBatcher(B, T)--> windows
           rows:    row i = tokens [i*L, (i+1)*L),  L = (N - 1) // B
           windows: columns [k*T, (k+1)*T) of every row (epoch 0; later epochs shift the cuts)
 
-Nothing here trains: `explain_streams` returns an `Explanation` (plain data, testable),
-`explain_renderables` turns it into rich tables and text for the CLI to print, and
-`state_value` scores a checkpoint with its state carried and reset every T tokens.
+Nothing here trains: `explain_streams` returns an `Explanation` (plain data, testable), and
+`explain_renderables` turns it into rich tables and text for the CLI to print. Given a
+checkpoint, the explanation also holds what its carried state is worth on these books
+(`state_value`: bits per character with the state carried, and reset every T tokens). The books
+are found and opened once, the checkpoint loaded once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +33,12 @@ from rich.text import Text
 
 from bookgen.budget import SHORT_RUN
 from bookgen.catalog import resolve_inputs
-from bookgen.checkpoint import load_tokenizer, read_manifest
-from bookgen.corpus import open_corpus
+from bookgen.checkpoint import Checkpoint, load_checkpoint
+from bookgen.context import resolve_device
+from bookgen.corpus import BookFile, open_corpus
 from bookgen.data import PreparedData, prepare_data
 from bookgen.errors import BookgenError
-from bookgen.evaluation import evaluate_texts
+from bookgen.evaluation import score, whole_text
 from bookgen.settings import TrainConfig
 from bookgen.streams import StreamBatcher, TokenStream, Window
 from bookgen.tokenizer import StreamDecoder, Tokenizer
@@ -104,6 +107,7 @@ class Explanation:
     windows: list[list[WindowText]]  # [row][window]: the first windows of epoch 0
     crossings: list[Crossing]  # every book boundary inside the rows, in stream order
     checkpoint: str | None = None
+    state_value: dict | None = None  # with a checkpoint: see `state_value`
 
 
 # --- building the explanation ----------------------------------------------------------------
@@ -120,13 +124,19 @@ def explain_streams(
     """Read the books as training does and show how `StreamBatcher` cuts them.
 
     `batch_size`, `bptt` and `level` default to training's defaults, or to the checkpoint's
-    settings when one is given (its tokenizer is then used, as `--resume` would).
+    settings when one is given (its tokenizer is then used, as `--resume` would, and what its
+    carried state is worth on the books is measured: `Explanation.state_value`).
     """
     if windows < 1:
         raise BookgenError(f"--windows must be at least 1, not {windows}")
-    config, tokenizer, batch_source = _settings(batch_size, bptt, checkpoint, level)
+    loaded = None
+    if checkpoint is not None:
+        loaded = load_checkpoint(Path(checkpoint), device=resolve_device("auto"))
+    config, batch_source = _settings(batch_size, bptt, loaded, level)
     books = open_corpus(resolve_inputs([str(p) for p in paths]))
-    data = prepare_data(books, config, tokenizer)
+    if loaded is not None:  # read twice through the token cache: split, and whole
+        books = [_HashedOnce.of(book) for book in books]
+    data = prepare_data(books, config, loaded.tokenizer if loaded is not None else None)
     batcher = _batcher(data.train, config)
     names = [record["name"] for record in data.corpus["documents"]]
     shown = min(windows, batcher.windows_per_epoch())
@@ -150,6 +160,7 @@ def explain_streams(
         windows=_window_texts(batcher, data.tokenizer, shown),
         crossings=_crossings(batcher, data.tokenizer, names),
         checkpoint=str(checkpoint) if checkpoint is not None else None,
+        state_value=_state_value(loaded, books, config.bptt) if loaded is not None else None,
     )
 
 
@@ -168,21 +179,18 @@ _SAVED_SETTINGS = (
 
 
 def _settings(
-    batch_size: int | None, bptt: int | None, checkpoint: str | Path | None, level: str | None
-) -> tuple[TrainConfig, Tokenizer | None, str]:
+    batch_size: int | None, bptt: int | None, loaded: Checkpoint | None, level: str | None
+) -> tuple[TrainConfig, str]:
     """Training's config for these options (with the checkpoint's settings, if one is given),
-    the checkpoint's tokenizer (None: built from the books), and where B came from."""
+    and where B came from."""
     saved: dict = {}
-    tokenizer = None
-    if checkpoint is not None:
-        manifest = read_manifest(Path(checkpoint))
-        tokenizer = load_tokenizer(Path(checkpoint), manifest)
-        saved = {k: v for k, v in manifest["train_config"].items() if k in _SAVED_SETTINGS}
-        if level is not None and level != manifest["level"]:
+    if loaded is not None:
+        saved = {k: v for k, v in loaded.train_config.items() if k in _SAVED_SETTINGS}
+        if level is not None and level != loaded.level:
             raise BookgenError(
-                f"--level {level} does not match the checkpoint, a {manifest['level']}-level model"
+                f"--level {level} does not match the checkpoint, a {loaded.level}-level model"
             )
-        level = manifest["level"]
+        level = loaded.level
     given = {"batch_size": batch_size, "bptt": bptt, "level": level}
     settings = {**saved, **{k: v for k, v in given.items() if v is not None}}
     # TrainConfig checks every value (e.g. "--batch-size must be at least 1"). It also insists
@@ -194,7 +202,7 @@ def _settings(
         source = "the checkpoint's"
     else:
         source = "training's default"
-    return config, tokenizer, source
+    return config, source
 
 
 def _batcher(stream: TokenStream, config: TrainConfig) -> StreamBatcher:
@@ -288,15 +296,40 @@ def _crossings(batcher: StreamBatcher, tokenizer: Tokenizer, names: list[str]) -
 # --- what the carried state is worth ---------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _HashedOnce(BookFile):
+    """A book whose sha256 is taken once, for its two reads through the token cache (split as
+    training reads it, and whole to score the state): the hash is most of a cached read's cost."""
+
+    digest: str = ""
+
+    @classmethod
+    def of(cls, book: BookFile) -> _HashedOnce:
+        return cls(book.name, book.path, book.size, book.sha256())
+
+    def sha256(self, on_bytes: Callable[[int], None] | None = None) -> str:
+        if on_bytes is not None:
+            on_bytes(self.size)
+        return self.digest
+
+
 def state_value(
     paths: Sequence[str | Path], checkpoint: str | Path, bptt: int | None = None
 ) -> dict:
     """Bits per character of the checkpoint on these texts, state carried vs reset every `bptt`
-    tokens (default: the checkpoint's T). The gap is what the carried state is worth."""
-    if bptt is None:
-        bptt = int(read_manifest(Path(checkpoint))["train_config"].get("bptt", 64))
-    carried = evaluate_texts(paths, checkpoint)
-    reset = evaluate_texts(paths, checkpoint, reset_every=bptt)
+    tokens (default: the checkpoint's T). The gap is what the carried state is worth.
+
+    `explain_streams` with a checkpoint measures this too, from the books it has read.
+    """
+    loaded = load_checkpoint(Path(checkpoint), device=resolve_device("auto"))
+    books = open_corpus(resolve_inputs([str(p) for p in paths]))
+    return _state_value(loaded, books, bptt or int(loaded.train_config.get("bptt", 64)))
+
+
+def _state_value(loaded: Checkpoint, books: list[BookFile], bptt: int) -> dict:
+    stream = whole_text(loaded, books)  # the whole text, as `bookgen eval` reads it
+    carried = score(loaded, stream)
+    reset = score(loaded, stream, reset_every=bptt)
     return {
         "reset_every": bptt,
         "tokens": carried["tokens"],
@@ -313,7 +346,10 @@ def state_value(
 def explain_renderables(
     explanation: Explanation, value: dict | None = None, width: int = 100
 ) -> list[RenderableType]:
-    """What `bookgen explain` prints, in order; `width` (the terminal's) sizes the window cells."""
+    """What `bookgen explain` prints, in order; `width` (the terminal's) sizes the window cells.
+
+    `value` defaults to the explanation's own `state_value` (measured with a checkpoint)."""
+    value = value if value is not None else explanation.state_value
     parts: list[RenderableType] = [
         _title(explanation),
         _rows_table(explanation),

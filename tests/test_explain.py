@@ -10,9 +10,10 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from bookgen.checkpoint import load_checkpoint
+from bookgen import checkpoint
+from bookgen.checkpoint import load_checkpoint, read_manifest
 from bookgen.cli import app
-from bookgen.corpus import open_corpus, read_document
+from bookgen.corpus import BookFile, open_corpus, read_document
 from bookgen.data import prepare_data
 from bookgen.errors import BookgenError
 from bookgen.explain import Crossing, explain_renderables, explain_streams, state_value
@@ -168,6 +169,7 @@ def test_checkpoint_settings_and_what_the_state_is_worth(
         for every in (None, 16)
     }
     value = state_value([tiny_book], trained)
+    assert explanation.state_value == value  # measured alike, from the books it has read
     carried, reset = value["carried_bits_per_char"], value["reset_bits_per_char"]
     assert value["reset_every"] == 16
     torch.testing.assert_close((carried, reset), (by_hand[None], by_hand[16]), **CLOSE)
@@ -177,6 +179,33 @@ def test_checkpoint_settings_and_what_the_state_is_worth(
     assert result.exit_code == 0, result.output
     assert re.search(rf"carried across windows \(as trained\)\W+{carried:.4f}", result.stdout)
     assert re.search(rf"reset every 16 tokens\W+{reset:.4f}", result.stdout)
+
+
+def test_explain_with_a_checkpoint_hashes_each_book_once_and_loads_the_model_once(
+    trained: Path, two_books: list[Path], monkeypatch
+):
+    # The books are read twice through the token cache (split as training reads them, whole to
+    # score the state) and the model serves the settings, the tokenizer and the scores.
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(two_books[0].parent / "cache"))
+    hashed, loaded = [], []
+    real_hash, real_read = BookFile.sha256, checkpoint.read_tensors
+
+    def sha256(book, on_bytes=None):
+        hashed.append(Path(book.path).name)
+        return real_hash(book, on_bytes)
+
+    def read_tensors(folder, name):
+        loaded.append(name)
+        return real_read(folder, name)
+
+    monkeypatch.setattr(BookFile, "sha256", sha256)
+    monkeypatch.setattr(checkpoint, "read_tensors", read_tensors)
+    for _ in range(2):  # tokenized the first time, from the token cache the second
+        hashed.clear(), loaded.clear()
+        explanation = explain_streams(two_books, checkpoint=trained)
+        assert explanation.state_value["tokens"] > 0
+        assert sorted(hashed) == sorted(p.name for p in two_books)
+        assert loaded == [read_manifest(trained)["files"]["best_model"]]
 
 
 def test_cli_explain(two_books: list[Path], tiny_book: Path):
