@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import mmap
 import random
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import InitVar, dataclass
 from itertools import pairwise
 
 import numpy as np
@@ -60,18 +60,6 @@ class TokenStream:
     chars: int  # characters of cleaned text behind these tokens (for bits per character)
     unknown_chars: int = 0  # of those, characters the vocabulary could only read as unknown
 
-    @classmethod
-    def from_documents(
-        cls, token_lists: Sequence[Sequence[int]], chars: int, unknown_chars: int = 0
-    ) -> TokenStream:
-        lists = [t for t in token_lists if len(t) > 0]
-        if not lists:
-            raise BookgenError("no tokens to train on")
-        largest = max(max(t) for t in lists)
-        tokens = np.concatenate([np.asarray(t, dtype=token_dtype(int(largest) + 1)) for t in lists])
-        starts = np.cumsum([0] + [len(t) for t in lists[:-1]], dtype=np.int64)
-        return cls(tokens, starts, chars, unknown_chars)
-
     def __len__(self) -> int:
         return len(self.tokens)
 
@@ -95,7 +83,8 @@ class Window:
     resets: torch.Tensor  # (T, B) bool: zero the row's state before consuming inputs[t]
     loss_mask: torch.Tensor  # (T, B) bool: False where the target starts a new book
     start: int  # position of inputs[0] within each row
-    epoch: int
+    # Accepted and dropped: bench.py still passes it (a window does not need its epoch).
+    epoch: InitVar[int] = 0
 
     def rows(self, rows: slice) -> Window:
         """The same window for some of the rows (one training process's share)."""
@@ -105,7 +94,6 @@ class Window:
             resets=self.resets[:, rows],
             loss_mask=self.loss_mask[:, rows],
             start=self.start,
-            epoch=self.epoch,
         )
 
 
@@ -163,9 +151,9 @@ class StreamBatcher:
                 continue
             if count % release_every == release_every - 1:
                 self.stream.release()
-            yield self.window(begin, end, epoch)
+            yield self.window(begin, end)
 
-    def window(self, begin: int, end: int, epoch: int = 0) -> Window:
+    def window(self, begin: int, end: int) -> Window:
         """Columns [begin, end) of every row, as (T, B) tensors."""
         shape = (end - begin, self.batch_size)
         return Window(
@@ -174,7 +162,6 @@ class StreamBatcher:
             resets=_flags(self._resets, begin, end, shape),
             loss_mask=~_flags(self._masked, begin, end, shape),
             start=begin,
-            epoch=epoch,
         )
 
     def windows_per_epoch(self, epoch: int = 0, random_seed: int = 0) -> int:

@@ -23,8 +23,8 @@ from bookgen.corpus import read_document
 from bookgen.errors import BookgenError
 from bookgen.evaluation import evaluate_texts
 from bookgen.scoring import evaluate
-from bookgen.streams import StreamBatcher, TokenStream
-from tests.by_hand import CLOSE, bits_per_char_by_hand, nats_by_hand
+from bookgen.streams import StreamBatcher
+from tests.by_hand import CLOSE, bits_per_char_by_hand, nats_by_hand, stream_by_hand
 from tests.conftest import TINY_BOOK, TINY_MODEL
 
 runner = CliRunner()
@@ -72,7 +72,7 @@ def test_evaluate_resets_every_n_tokens_and_reads_the_first_windows(trained: Pat
     saved = load_checkpoint(trained)
     encode = saved.tokenizer.encode
     books = [encode(TINY_BOOK[:60]), encode("it was the season of Darkness, it was the epochs.")]
-    stream = TokenStream.from_documents(books, chars=109)
+    stream = stream_by_hand(books, chars=109)
     batcher = StreamBatcher(stream, 3, 7)
     assert (batcher.batch_size, batcher.row_length) == (3, 36)
     context = RunContext(torch.device("cpu"))

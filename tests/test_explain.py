@@ -18,9 +18,9 @@ from bookgen.data import prepare_data
 from bookgen.errors import BookgenError
 from bookgen.explain import Crossing, explain_renderables, explain_streams, state_value
 from bookgen.settings import TrainConfig
-from bookgen.streams import StreamBatcher, TokenStream
+from bookgen.streams import StreamBatcher
 from bookgen.tokencache import split_point
-from tests.by_hand import CLOSE, bits_per_char_by_hand, nats_by_hand
+from tests.by_hand import CLOSE, bits_per_char_by_hand, nats_by_hand, stream_by_hand
 
 runner = CliRunner()
 
@@ -105,7 +105,7 @@ def test_defaults_are_trainings(tiny_book: Path):
     assert explanation.batch_source == "training's default"
     assert (explanation.row_length, explanation.windows_per_epoch) == (77, 2)
     assert len(explanation.windows[0]) == 2  # fewer than the 3 asked: an epoch has only 2
-    batcher = StreamBatcher(TokenStream.from_documents([range(1, 200)], 199), 1, 64)
+    batcher = StreamBatcher(stream_by_hand([range(1, 200)], 199), 1, 64)
     assert explanation.epoch_shifts == [batcher.epoch_shift(e, 1337) for e in (1, 2)]
     assert (explanation.val_tokens, explanation.val_rows) == (2771 - 2493, 4)
     text = rendered(explain_renderables(explanation, width=120))

@@ -3,6 +3,7 @@ from __future__ import annotations
 import torch
 
 from bookgen.streams import StreamBatcher, TokenStream
+from tests.by_hand import stream_by_hand
 
 
 def stream_of(*lengths: int) -> TokenStream:
@@ -11,7 +12,7 @@ def stream_of(*lengths: int) -> TokenStream:
     for n in lengths:
         lists.append(list(range(start, start + n)))
         start += n
-    return TokenStream.from_documents(lists, chars=start)
+    return stream_by_hand(lists, chars=start)
 
 
 def test_rows_continue_across_windows_and_cover_every_token_once():

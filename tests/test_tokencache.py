@@ -53,9 +53,10 @@ def in_memory(folder: Path, val_fraction: float = 0.1):
 
 
 def assert_stream(stream: TokenStream, lists: list[list[int]]) -> None:
-    expected = TokenStream.from_documents(lists, 0)
-    assert stream.tokens.tolist() == expected.tokens.tolist()
-    assert stream.starts.tolist() == expected.starts.tolist()
+    """The stream holds the books' ids end to end, each book starting where the last ended."""
+    lists = [ids for ids in lists if ids]
+    assert stream.tokens.tolist() == [i for ids in lists for i in ids]
+    assert stream.starts.tolist() == [sum(map(len, lists[:k])) for k in range(len(lists))]
 
 
 def test_cached_tokens_are_exactly_the_in_memory_ones(books: Path):
@@ -217,10 +218,12 @@ def test_a_damaged_entry_is_rebuilt(books: Path):
     ("vocab_size", "dtype"),
     [(2, np.uint8), (256, np.uint8), (257, np.uint16), (65536, np.uint16), (65537, np.uint32)],
 )
-def test_ids_are_stored_in_the_smallest_dtype(vocab_size: int, dtype):
+def test_ids_are_stored_in_the_smallest_dtype(vocab_size: int, dtype, books: Path):
     assert token_dtype(vocab_size) == dtype
-    stream = TokenStream.from_documents([[0, vocab_size - 1]], 2)
-    assert stream.tokens.dtype == dtype
+    code_points = (c for c in range(0x20, 0x20000) if not 0xD800 <= c < 0xE000)  # no surrogates
+    alphabet = [chr(c) for c, _ in zip(code_points, range(vocab_size - 1), strict=False)]
+    data = tokenize_corpus(open_corpus([books]), {}, CharTokenizer(alphabet))
+    assert data.tokenizer.vocab_size == vocab_size and data.train.tokens.dtype == dtype
 
 
 def reference_windows(tokens: np.ndarray, starts: np.ndarray, batch: int, bptt: int, bounds):
@@ -245,8 +248,10 @@ def test_windows_from_the_memmap_equal_the_transposed_copies(books, lengths, bat
     rng = np.random.default_rng(0)
     for stream in (
         data.train,
-        TokenStream.from_documents(
-            [rng.integers(0, 70_000, n).tolist() for n in lengths], sum(lengths)
+        TokenStream(
+            np.concatenate([rng.integers(0, 70_000, n) for n in lengths]).astype(np.uint32),
+            np.cumsum([0, *lengths[:-1]], dtype=np.int64),
+            sum(lengths),
         ),
     ):
         batcher = StreamBatcher(stream, batch, bptt)

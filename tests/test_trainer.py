@@ -12,8 +12,8 @@ from bookgen.checkpoint import load_checkpoint, read_metrics
 from bookgen.corpus import open_corpus, read_document
 from bookgen.errors import BookgenError
 from bookgen.events import Evaluated, Saved, Started, Stepped, Tokenizing
-from bookgen.streams import StreamBatcher, TokenStream
-from tests.by_hand import CLOSE, nats_by_hand, split_by_hand
+from bookgen.streams import StreamBatcher
+from tests.by_hand import CLOSE, nats_by_hand, split_by_hand, stream_by_hand
 from tests.conftest import TINY_MODEL
 
 
@@ -84,7 +84,7 @@ def test_several_books_reset_the_state_and_skip_the_crossing(tmp_path: Path):
         for n in ("a.txt", "b.txt")
     )
     stream = torch.cat([a, b])
-    batcher = StreamBatcher(TokenStream.from_documents([a.tolist(), b.tolist()], 0), 1, 10_000)
+    batcher = StreamBatcher(stream_by_hand([a.tolist(), b.tolist()], 0), 1, 10_000)
     window = next(batcher.windows(progress["epoch"], 3, progress["position"]))
     begin, end = window.start, window.start + len(window.inputs)
     assert begin == 0 and begin < len(a) < end  # a fresh state, and the crossing in the window
