@@ -7,7 +7,7 @@ the package in `mutants/`, and runs, for each one, the tests that reach the chan
 A mutant is *caught* when a test fails (or hangs); it *survives* when they all pass, or when no
 test reaches it. The score is caught / all.
 
-The core is the stateful path, in the order the data flows: streams, model, metrics, the
+The core is the stateful path, in the order the data flows: streams, model, scoring, the
 trainer's step and loop, checkpoint, sampler, copy guard. A full run has about 2,600 mutants,
 many hours on two cores, so by default a fixed sample is run (chosen by a hash of each mutant's
 name: the same sample every time, so a score before a change and after it compare the same
@@ -43,23 +43,37 @@ ROOT = Path(__file__).resolve().parents[1]
 MUTMUT = [sys.executable, "-m", "mutmut"]
 
 # Which mutants make up each part of the core (fnmatch patterns over mutmut's names: module,
-# then `x_function` or `xǁClassǁmethod`, then `__mutmut_N`). Of the trainer, the step and the
-# loop around it; its set-up (sizing, precision probe, embeddings) is not the stateful core.
+# then `x_function` or `xǁClassǁmethod`, then `__mutmut_N`). Of training, the step and the loop
+# around it, wherever they live (the step in step.py, the loop in trainer.py, the schedule it
+# follows, validation); opening a run (sizing, precision probe, embeddings) and writing its
+# folder are not the stateful core.
 TRAINER_PARTS = [
-    "x_train_step",
-    "xǁTrainerǁ_step",
-    "xǁTrainerǁ_bad_step",
-    "xǁTrainerǁlearning_rate",
-    "xǁTrainerǁbudget_used",
-    "xǁTrainerǁ_run",
-    "xǁTrainerǁ_evaluate_and_save",
-    "xǁTrainerǁ_val_windows",
+    "step.x_train_step",
+    "step.x_forward_backward",
+    "step.x_window_loss",
+    "step.x__scored",
+    "step.x_update",
+    "step.x_all_finite",
+    "trainer.xǁTrainerǁ_train",
+    "trainer.xǁTrainerǁ_windows",
+    "trainer.xǁTrainerǁ_step",
+    "trainer.xǁTrainerǁ_bad_step",
+    "trainer.xǁTrainerǁ_stop_if_asked",
+    "trainer.xǁTrainerǁ_evaluate_and_save",
+    "trainer.xǁTrainerǁepochs",
+    "trainer.xǁTrainerǁ_budget_used",
+    "schedule.x_learning_rate",
+    "schedule.x_budget_used",
+    "schedule.x_evaluation_reserve",
+    "schedule.xǁRunClockǁ*",
+    "validation.xǁValidationǁ__init__",
+    "validation.xǁValidationǁloss",
 ]
 CORE = {
     "streams": ["bookgen.streams.*"],
     "model": ["bookgen.model.*"],
-    "metrics": ["bookgen.metrics.*"],
-    "trainer (step and loop)": [f"bookgen.trainer.{part}__mutmut_*" for part in TRAINER_PARTS],
+    "scoring": ["bookgen.scoring.*"],
+    "trainer (step and loop)": [f"bookgen.{part}__mutmut_*" for part in TRAINER_PARTS],
     "checkpoint": ["bookgen.checkpoint.*"],
     "sampler": ["bookgen.sampler.*"],
     "guard": ["bookgen.guard.*"],
@@ -104,7 +118,7 @@ def run(fraction: float) -> None:
     if not read_results():
         # mutmut writes the mutants (and learns which tests reach which function) on its first
         # run; one mutant is the cheapest way to have it do that before the sample is drawn.
-        mutmut("run", "--max-children", "2", "bookgen.metrics.x_bits_per_char__mutmut_1")
+        mutmut("run", "--max-children", "2", "bookgen.scoring.x_bits_per_char__mutmut_1")
     results = read_results()
     chosen = sorted(n for n in results if part_of(n) and in_sample(n, fraction))
     # What an interrupted run has done stands (mutmut reruns every name it is given).
