@@ -26,7 +26,6 @@ from bookgen.cli import app
 from bookgen.corpus import clean_text, decode_bytes
 from bookgen.errors import BookgenError
 from bookgen.events import Notice, Saved, Stepped, TrainingInterrupted
-from bookgen.tokenizer import CharTokenizer
 from tests.conftest import TINY_MODEL
 
 RESUME_RUN = dict(TINY_MODEL, steps=60, eval_every=20, dropout=0.1, random_seed=5)
@@ -313,14 +312,6 @@ def test_arbitrary_bytes_are_decoded_or_refused_cleanly(data: bytes):
         return
     cleaned = clean_text(text)
     assert "\x00" not in cleaned and "\r" not in cleaned
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(min_size=1), st.text())
-def test_char_round_trip_for_covered_text(train_text: str, probe: str):
-    tokenizer = CharTokenizer.build([train_text])
-    covered = "".join(c for c in probe if c in set(train_text)) or train_text
-    assert tokenizer.decode(tokenizer.encode(covered)) == covered
 
 
 def test_disk_full_mid_training_keeps_the_previous_checkpoint(
