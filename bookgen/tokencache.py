@@ -126,7 +126,7 @@ class _Source:
         """(characters of the cleaned book, its alphabet: every distinct character it may hold)."""
         if self.book is not None:
             self._scan = scan_book(self.book.path, on_bytes=on_bytes)
-            return self._scan.chars, self._scan.characters
+            return self._scan.chars, self._scan.alphabet
         on_bytes(self.size)
         return self.document.chars, "".join(sorted(set(self.document.text)))
 
