@@ -29,7 +29,7 @@ MODEL_STYLE = "cyan"  # the model's text; the user's stays in the terminal's own
 # --- the slash commands ------------------------------------------------------------------------
 
 # Command -> (SamplingSettings field, type of its value, what it takes).
-SETTINGS: dict[str, tuple[str, type, str]] = {
+SETTING_COMMANDS: dict[str, tuple[str, type, str]] = {
     "/temperature": ("temperature", float, "X"),
     "/top-k": ("top_k", int, "K"),
     "/top-p": ("top_p", float, "P"),
@@ -41,7 +41,7 @@ SETTINGS: dict[str, tuple[str, type, str]] = {
 def _settings_help() -> str:
     # Read from SamplingSettings, like --help: one definition of each setting.
     rows = []
-    for name, (field, _, value) in SETTINGS.items():
+    for name, (field, _, value) in SETTING_COMMANDS.items():
         text = SamplingSettings.help(field)
         if field == "length":
             text = "Per turn: " + text[0].lower() + text[1:] + " 0: only read your text."
@@ -74,7 +74,7 @@ def command(story: Story, line: str) -> str | Generator[str, None, None]:
     """
     name, _, argument = line.strip().partition(" ")
     argument = argument.strip()
-    if name in SETTINGS:
+    if name in SETTING_COMMANDS:
         return change_setting(story, name, argument)
     if name == "/retry":
         return story.retry()
@@ -98,7 +98,7 @@ def command(story: Story, line: str) -> str | Generator[str, None, None]:
 
 def change_setting(story: Story, name: str, argument: str) -> str:
     """/temperature 0.5 and the like: set the value given (none: only show it), say it."""
-    field, kind, _ = SETTINGS[name]
+    field, kind, _ = SETTING_COMMANDS[name]
     label = name[1:]
     if argument:
         try:
