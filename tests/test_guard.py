@@ -113,6 +113,13 @@ def test_a_missing_book_and_a_missing_index_is_one_clear_error(by_heart, tmp_pat
         # Off, it needs no book; with the saved index (the model's own folder) neither.
         assert len("".join(bookgen.load(copy).generate("it", 30, max_copy=0))) == 30
         assert len("".join(bookgen.load(model).generate("it", 30))) == 30
+        # In chat, /copy says so when it is typed, not mid-story, and the setting stays off.
+        story = Story(bookgen.load(copy), SamplingSettings(max_copy=0))
+        with pytest.raises(BookgenError, match="not where it was"):
+            command(story, "/copy 40")
+        assert story.settings.max_copy == 0
+        with pytest.raises(BookgenError, match="not where it was"):
+            Story(bookgen.load(copy))  # nor does a story start with a guard it cannot have
     finally:
         shutil.move(tmp_path / "elsewhere.txt", moved)
 
