@@ -16,8 +16,9 @@ import bookgen
 from bookgen.cli import app
 from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.guard import CopyIndex, CopyRun, file_name, run_hashes
-from bookgen.interactive import ChatSession
+from bookgen.interactive import command
 from bookgen.sampler import SamplingSettings
+from bookgen.story import Story
 from tests.conftest import TINY_MODEL
 
 runner = CliRunner()
@@ -112,6 +113,13 @@ def test_a_missing_book_and_a_missing_index_is_one_clear_error(by_heart, tmp_pat
         # Off, it needs no book; with the saved index (the model's own folder) neither.
         assert len("".join(bookgen.load(copy).generate("it", 30, max_copy=0))) == 30
         assert len("".join(bookgen.load(model).generate("it", 30))) == 30
+        # In chat, /copy says so when it is typed, not mid-story, and the setting stays off.
+        story = Story(bookgen.load(copy), SamplingSettings(max_copy=0))
+        with pytest.raises(BookgenError, match="not where it was"):
+            command(story, "/copy 40")
+        assert story.settings.max_copy == 0
+        with pytest.raises(BookgenError, match="not where it was"):
+            Story(bookgen.load(copy))  # nor does a story start with a guard it cannot have
     finally:
         shutil.move(tmp_path / "elsewhere.txt", moved)
 
@@ -150,11 +158,11 @@ def test_the_cli_and_chat_set_the_guard(by_heart):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "copy guard:" in result.output  # a by-heart model needs it, and is told so
-    session = ChatSession(bookgen.load(model))
-    assert session.command("/copy 12") == (
+    story = Story(bookgen.load(model))
+    assert command(story, "/copy 12") == (
         "copy 12: never more than 12 characters of the book word for word"
     )
-    assert session.command("/copy 0") == "copy 0: off"
+    assert command(story, "/copy 0") == "copy 0: off"
     assert "--max-copy" in runner.invoke(app, ["sample", "--help"]).output
 
 
@@ -266,13 +274,13 @@ def test_books_too_large_to_index_are_sampled_unguarded_with_a_warning(by_heart,
 
 def test_a_continuation_stopped_in_chat_still_counts_as_the_models_own(by_heart):
     model, _ = by_heart
-    session = ChatSession(bookgen.load(model), SamplingSettings(temperature=0, max_copy=20))
-    pieces = session.turn("Her cat")
+    story = Story(bookgen.load(model), SamplingSettings(temperature=0, max_copy=20))
+    pieces = story.turn("Her cat")
     written = "".join(next(pieces) for _ in range(15))
     pieces.close()  # as a Ctrl-C does
-    assert list(session.primed.copy_run.recent) == session.writer.tokenizer.encode(written)
+    assert list(story.primed.copy_run.recent) == story.writer.tokenizer.encode(written)
     # Going on from there, the copy never runs past 20 characters across the two pieces.
-    more = "".join(session.turn(""))
+    more = "".join(story.turn(""))
     assert longest_copy(written + more, TEXT) <= 20
 
 
