@@ -21,52 +21,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from torch import nn
 
 from bookgen.context import BF16_MARGIN, RunContext, bf16_runs, machine_name, resolve_device
-from bookgen.errors import BookgenError
 from bookgen.model import ModelConfig, RecurrentLM
 from bookgen.sampler import TextGenerator
-from bookgen.settings import TrainConfig
+from bookgen.settings import BenchSettings, TrainConfig
 from bookgen.streams import Window
 from bookgen.tokenizer import CharTokenizer
 from bookgen.trainer import make_optimizer, train_step
 
-# The vocabulary each level is measured with: a book's characters, and bookgen's default number
-# of words kept.
-VOCAB = {"char": 65, "word": TrainConfig.vocab_size}
+# BenchSettings (what is measured) lives with every other setting in settings.py, away from
+# torch, so that `bookgen bench --help` reads its defaults without loading torch.
 DROPOUT = ModelConfig.dropout  # the stock model drops out as much as bookgen's default
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    hidden_size: int = 512
-    layers: int = 2
-    batch_size: int = 64
-    bptt: int = 128
-    level: str = "char"
-    cell: str = "lstm"
-    device: str = "auto"
-    seconds: float = 3.0  # timed per candidate and round
-    rounds: int = 2
-
-    def __post_init__(self) -> None:
-        if self.level not in VOCAB:
-            raise BookgenError(f"--level must be char or word, not {self.level!r}")
-        if self.cell not in ("lstm", "gru"):
-            raise BookgenError(f"--cell must be lstm or gru, not {self.cell!r}")
-        for name in ("hidden_size", "layers", "batch_size", "bptt", "rounds"):
-            if getattr(self, name) < 1:
-                raise BookgenError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.seconds <= 0:
-            raise BookgenError(f"--seconds must be more than 0, not {self.seconds}")
-
-    @property
-    def vocab_size(self) -> int:
-        return VOCAB[self.level]
 
 
 def _rate(work: Callable[[], int], seconds: float, device: torch.device) -> float:
