@@ -12,65 +12,18 @@ import copy
 import random
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from bookgen.context import RunContext, inference_context, resolve_device
-from bookgen.errors import BookgenError, BookgenWarning
+from bookgen.errors import BookgenWarning
 from bookgen.guard import CopyGuard, CopyRun, load_guard
 from bookgen.model import RecurrentLM, State
+from bookgen.settings import SamplingSettings  # declared there, away from torch (for --help)
 from bookgen.tokenizer import UNK_ID, StreamDecoder, Tokenizer
-
-
-def _setting(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How text is drawn: the one definition that `generate`, `bookgen sample`, `bookgen chat`
-    and chat's /commands all read their defaults and help from."""
-
-    length: int = _setting(500, "Tokens to write (characters for a character model).")
-    temperature: float = _setting(
-        0.8,
-        "Randomness: 0 always takes the likeliest token, 1 samples the model as it is, "
-        "above 1 is wilder.",
-    )
-    top_k: int = _setting(0, "Draw only from the K likeliest tokens (0: no limit).")
-    top_p: float = _setting(
-        1.0,
-        "Draw only from the likeliest tokens that together make up P of the probability "
-        "(1: no limit).",
-    )
-    max_copy: int = _setting(
-        40,
-        "Copy guard: never write more than N characters running that the book holds "
-        "word for word (for a word model, about N characters' worth of words); a token that "
-        "would copy more is drawn again from the rest. Common phrases stay possible; "
-        "0 turns the guard off.",
-    )
-
-    def __post_init__(self) -> None:
-        if self.length < 0:
-            raise BookgenError(f"length must be 0 or more, not {self.length}")
-        if not 0 <= self.temperature < float("inf"):
-            raise BookgenError(f"temperature must be 0 or more and finite, not {self.temperature}")
-        if self.top_k < 0:
-            raise BookgenError(f"top-k must be 0 (off) or more, not {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise BookgenError(f"top-p must be in (0, 1], not {self.top_p}")
-        if self.max_copy < 0:
-            raise BookgenError(f"max-copy must be 0 (off) or more, not {self.max_copy}")
-
-    @staticmethod
-    def help(name: str) -> str:
-        """The help text of one setting, as `--help` and chat's /help show it."""
-        return next(f.metadata["help"] for f in fields(SamplingSettings) if f.name == name)
-
 
 DEFAULTS = SamplingSettings()
 
