@@ -13,11 +13,9 @@ from bookgen.catalog import resolve_inputs
 from bookgen.corpus import open_corpus
 from bookgen.errors import BookgenError
 from bookgen.events import Event, TrainResult
-from bookgen.model import ModelConfig
-from bookgen.settings import TrainConfig
+from bookgen.settings import DEFAULT_MINUTES, ModelConfig, TrainConfig
 from bookgen.trainer import Trainer
 
-DEFAULT_MINUTES = 10.0
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 BUDGET = {"steps", "epochs", "minutes"}
@@ -51,7 +49,7 @@ def train(
     `options` are fields of `ModelConfig` (cell, layers, hidden_size, embed_size, dropout) and of
     `TrainConfig` (steps, minutes, epochs, level, batch_size, bptt, learning_rate, random_seed,
     device, ...); None or absent means the default, or with `resume` the saved run's value. With no
-    budget at all, training runs for 10 minutes.
+    budget at all, training runs for `settings.DEFAULT_MINUTES` (10).
     """
     unknown = set(options) - MODEL_FIELDS - TRAIN_FIELDS
     if unknown:
@@ -64,15 +62,7 @@ def train(
     if resume:
         model_options, train_options = _resumed_options(out_path, options)
     else:
-        model_options = {k: v for k, v in options.items() if k in MODEL_FIELDS}
-        train_options = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
-        if not BUDGET & set(train_options):
-            train_options["minutes"] = DEFAULT_MINUTES
-        # No size given: a --minutes budget gets the model it buys on this machine, and the
-        # settings that suit it, except those given (budget.py).
-        size_given = {"layers", "hidden_size", "embed_size"} & set(model_options)
-        train_options.setdefault("auto_size", not size_given)
-        train_options.setdefault("given", tuple(sorted(set(options))))
+        model_options, train_options = _fresh_options(options)
     config = TrainConfig(**train_options)
     # Started by torchrun: join the other processes (gloo on the CPU, NCCL on GPUs).
     world = distributed.join(config.device)
@@ -95,6 +85,20 @@ def train(
         # without an active exception", in 1 of about 10 runs of the 2-process tests).
         trainer = None
         distributed.leave(world)
+
+
+def _fresh_options(options: dict) -> tuple[dict, dict]:
+    """The settings of a new run: those given, the rest the configs' defaults."""
+    model_options = {k: v for k, v in options.items() if k in MODEL_FIELDS}
+    train_options = {k: v for k, v in options.items() if k in TRAIN_FIELDS}
+    if not BUDGET & set(train_options):
+        train_options["minutes"] = DEFAULT_MINUTES
+    # No size given: a --minutes budget gets the model it buys on this machine, and the
+    # settings that suit it, except those given (budget.py).
+    size_given = {"layers", "hidden_size", "embed_size"} & set(model_options)
+    train_options.setdefault("auto_size", not size_given)
+    train_options.setdefault("given", tuple(sorted(set(options))))
+    return model_options, train_options
 
 
 def _resumed_options(out: Path, options: dict) -> tuple[dict, dict]:

@@ -14,77 +14,62 @@ depend on what the weights have learned):
   share of it training reaches.
 
 Each figure is the best of `rounds` rounds, the candidates timed in turn within a round, so a
-burst of other work slows one round rather than one candidate.
+burst of other work slows one round rather than one candidate; within a round, a figure is the
+best of the short measurements `context.time_training` (the one `--precision auto` makes) that
+fit in `seconds`.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
+from functools import partial
 
 import torch
 from torch import nn
 
-from bookgen.context import BF16_MARGIN, RunContext, bf16_runs, machine_name, resolve_device
+from bookgen.context import (
+    BF16_MARGIN,
+    RunContext,
+    bf16_runs,
+    machine_name,
+    resolve_device,
+    time_training,
+)
 from bookgen.errors import BookgenError
 from bookgen.model import ModelConfig, RecurrentLM
 from bookgen.sampler import TextGenerator
-from bookgen.settings import TrainConfig
+from bookgen.settings import BenchSettings, TrainConfig
 from bookgen.streams import Window
 from bookgen.tokenizer import CharTokenizer
 from bookgen.trainer import make_optimizer, train_step
 
-# The vocabulary each level is measured with: a book's characters, and bookgen's default number
-# of words kept.
-VOCAB = {"char": 65, "word": TrainConfig.vocab_size}
+# BenchSettings (what is measured) lives with every other setting in settings.py, away from
+# torch, so that `bookgen bench --help` reads its defaults without loading torch.
 DROPOUT = ModelConfig.dropout  # the stock model drops out as much as bookgen's default
 
 
-@dataclass(frozen=True)
-class BenchSettings:
-    hidden_size: int = 512
-    layers: int = 2
-    batch_size: int = 64
-    bptt: int = 128
-    level: str = "char"
-    cell: str = "lstm"
-    device: str = "auto"
-    seconds: float = 3.0  # timed per candidate and round
-    rounds: int = 2
-
-    def __post_init__(self) -> None:
-        if self.level not in VOCAB:
-            raise BookgenError(f"--level must be char or word, not {self.level!r}")
-        if self.cell not in ("lstm", "gru"):
-            raise BookgenError(f"--cell must be lstm or gru, not {self.cell!r}")
-        for name in ("hidden_size", "layers", "batch_size", "bptt", "rounds"):
-            if getattr(self, name) < 1:
-                raise BookgenError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.seconds <= 0:
-            raise BookgenError(f"--seconds must be more than 0, not {self.seconds}")
-
-    @property
-    def vocab_size(self) -> int:
-        return VOCAB[self.level]
-
-
 def _rate(work: Callable[[], int], seconds: float, device: torch.device) -> float:
-    """Units per second of `work` (which returns how many units it did), after one warm-up."""
-    work()
-    _sync(device)
-    done, begin = 0, time.perf_counter()
+    """Units per second of `work` (each call returns how many units it did): the best of the
+    measurements `context.time_training` (the one `--precision auto` makes) that fit in
+    `seconds`. Each measurement warms up once, then times at least two calls; the best of
+    several keeps a burst of other work on the machine out of the figure."""
+    units = [0]  # what the last call did: a call's work does not change from call to call
+
+    def call(_precision: str) -> None:
+        units[0] = work()
+
+    best, begin = 0.0, time.perf_counter()
     while True:
-        done += work()
-        _sync(device)
-        elapsed = time.perf_counter() - begin
-        if elapsed >= seconds:
-            return done / elapsed
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        # One unit per call here, scaled by the units a call does: time_training's warm-up call
+        # tells how many that is, so no call runs only to count them.
+        calls_per_second = time_training(device, call, "fp32", 1)
+        if calls_per_second is None:
+            raise BookgenError("a step of the benchmark fails on this machine")
+        best = max(best, calls_per_second * units[0])
+        if time.perf_counter() - begin >= seconds:
+            return best
 
 
 def _best(candidates: dict[str, Callable[[], float]], rounds: int) -> dict[str, float]:
@@ -257,33 +242,32 @@ def matmul_peak_gflops(
 
 
 def run_bench(settings: BenchSettings, on_progress: Callable[[str], None] | None = None) -> dict:
-    """Measure everything; returns the figures as one dict (what `bookgen bench --json` prints)."""
+    """Measure everything; returns the figures as one dict (what `bookgen bench --json` prints).
+
+    Rates are rounded to 0.1 token/s and the ratios are those of the rounded rates, so the
+    figures printed agree with each other.
+    """
     device = resolve_device(settings.device)
     say = on_progress or (lambda _: None)
-    seconds = settings.seconds
     precisions = ["fp32"] + (["bf16"] if bf16_runs(device.type, settings.cell) else [])
+
+    def best_of(works: dict[str, Callable[[], int]]) -> dict[str, float]:
+        timers = {name: partial(_rate, w, settings.seconds, device) for name, w in works.items()}
+        measured = _best(timers, settings.rounds)
+        return {name: round(value, 1) for name, value in measured.items()}
 
     say("training")
     trainers = {"stock fp32": stock_trainer(settings, device)}
     for precision in precisions:
         trainers[f"bookgen {precision}"] = bookgen_trainer(settings, device, precision)
-    train = _best(
-        {name: (lambda w=work: _rate(w, seconds, device)) for name, work in trainers.items()},
-        settings.rounds,
-    )
+    train = best_of(trainers)
     bf16 = train.get("bookgen bf16")
-    precision = (
-        "bf16" if bf16 is not None and bf16 >= BF16_MARGIN * train["bookgen fp32"] else "fp32"
-    )
+    picks_bf16 = bf16 is not None and bf16 >= BF16_MARGIN * train["bookgen fp32"]
+    precision = "bf16" if picks_bf16 else "fp32"
 
     say("sampling")
-    samplers = {
-        "stock": stock_sampler(settings, device),
-        "bookgen": bookgen_sampler(settings, device),
-    }
-    sample = _best(
-        {name: (lambda w=work: _rate(w, seconds, device)) for name, work in samplers.items()},
-        settings.rounds,
+    sample = best_of(
+        {"stock": stock_sampler(settings, device), "bookgen": bookgen_sampler(settings, device)}
     )
 
     say("matrix-product peak")
@@ -297,15 +281,16 @@ def run_bench(settings: BenchSettings, on_progress: Callable[[str], None] | None
         "torch": torch.__version__,
         "settings": asdict(settings),
         "precision": precision,
-        "train_tokens_per_s": round(train_rate, 1),
-        "train_tokens_per_s_fp32": round(train["bookgen fp32"], 1),
-        "train_tokens_per_s_bf16": round(bf16, 1) if bf16 is not None else None,
-        "baseline_train_tokens_per_s": round(train["stock fp32"], 1),
+        "train_tokens_per_s": train_rate,
+        "train_tokens_per_s_fp32": train["bookgen fp32"],
+        "train_tokens_per_s_bf16": bf16,
+        "baseline_train_tokens_per_s": train["stock fp32"],
         "train_speedup": round(train_rate / train["stock fp32"], 3),
-        "sample_tokens_per_s": round(sample["bookgen"], 1),
-        "baseline_sample_tokens_per_s": round(sample["stock"], 1),
+        "sample_tokens_per_s": sample["bookgen"],
+        "baseline_sample_tokens_per_s": sample["stock"],
         "sample_speedup": round(sample["bookgen"] / sample["stock"], 3),
         "peak_gflops": round(peak, 1),
-        "training_gflops": round(reached, 3),  # a tiny model reaches well under 0.1
-        "utilization": round(reached / peak, 4),
+        # Three significant figures: a tiny model reaches well under 0.001 of the peak.
+        "training_gflops": float(f"{reached:.3g}"),
+        "utilization": float(f"{reached / peak:.3g}"),
     }

@@ -244,8 +244,12 @@ class CopyGuard:
     def run_tokens(self) -> int:
         return self.index.run_tokens
 
-    def new_run(self) -> CopyRun:
-        return CopyRun(self.index.run_tokens)
+    def resume(self, run: CopyRun | None) -> CopyRun:
+        """`run`, to go on counting the model's writing, when it counts this guard's n tokens;
+        else a new, empty run (nothing counted yet, or counted for another --max-copy)."""
+        if run is None or run.run_tokens != self.run_tokens:
+            return CopyRun(self.run_tokens)
+        return run
 
     def blocks(self, run: CopyRun, token: int) -> bool:
         """Would writing `token` after `run` repeat more than n tokens of the book?"""
@@ -289,24 +293,45 @@ def chars_per_token(corpus: dict) -> float:
 
 
 def load_guard(folder: Path, manifest: dict, tokenizer, max_copy: int) -> CopyGuard | None:
-    """The guard for `max_copy` characters: its saved index, or one built from the books
-    (None, with a warning, for books too large to index)."""
-    corpus = manifest["corpus"]
-    reason = too_large(corpus)
+    """The guard for `max_copy` characters over the books a checkpoint was trained on (None,
+    with a warning, for books too large to index)."""
+    reason = too_large(manifest["corpus"])
     if reason is not None:
         warnings.warn(reason, BookgenWarning, stacklevel=3)
         return None
+    return CopyGuard(ensure_index(folder, manifest["corpus"], tokenizer, max_copy), max_copy)
+
+
+def ensure_index(
+    folder: Path, corpus: dict, tokenizer, max_copy: int, texts: Sequence[str] | None = None
+) -> CopyIndex:
+    """The index for `max_copy` saved in `folder`, built and saved now if it is missing or not
+    of these books and this n: training calls it as it ends (with `texts`, books given as text),
+    sampling for any other --max-copy. The caller has checked that the books are not `too_large`.
+
+    Raises BookgenError when the books must be read and cannot be. An index that cannot be saved
+    (a read-only checkpoint) warns and still serves the caller.
+    """
     run_tokens = run_tokens_for(max_copy, chars_per_token(corpus))
-    books = [d.get("sha256") for d in corpus.get("documents", [])]
     path = Path(folder) / file_name(run_tokens)
-    index = CopyIndex.load(path)
-    if index is None or index.books != books or index.run_tokens != run_tokens:
-        index = build_index(corpus, tokenizer, run_tokens)
-        try:
-            index.save(path)
-        except BookgenError as error:  # a read-only checkpoint: the index serves this session
-            warnings.warn(f"copy guard: index not saved ({error})", BookgenWarning, stacklevel=3)
-    return CopyGuard(index, max_copy)
+    saved = CopyIndex.load(path)
+    if saved is not None and saved.books == book_hashes(corpus) and saved.run_tokens == run_tokens:
+        return saved  # a resumed run, a second sample: the books are the same, so is the index
+    index = build_index(corpus, tokenizer, run_tokens, texts)
+    try:
+        index.save(path)
+    except BookgenError as error:
+        warnings.warn(f"copy guard: index not saved ({error})", BookgenWarning, stacklevel=3)
+    return index
+
+
+# The trainer's name for `ensure_index` until trainer.py calls that (issue 23); then delete this.
+save_index = ensure_index
+
+
+def book_hashes(corpus: dict) -> list[str]:
+    """The sha256 of each training book, as recorded: what an index is checked against."""
+    return [d.get("sha256") for d in corpus.get("documents", [])]
 
 
 def build_index(
@@ -320,24 +345,9 @@ def build_index(
         purpose = f"the copy guard builds its index from it; put it back, {OFF_HINT}"
         texts = [d.text for d in read_recorded_books(corpus, purpose)]
     arrays = [np.asarray(_encode(tokenizer, text), dtype=np.int64) for text in texts]
-    books = [d.get("sha256") for d in corpus.get("documents", [])]
-    return CopyIndex.build(arrays, run_tokens, books)
+    return CopyIndex.build(arrays, run_tokens, book_hashes(corpus))
 
 
 def _encode(tokenizer, text: str) -> list[int]:
     encode_long = getattr(tokenizer, "encode_long", None)  # word models: in parallel pieces
     return encode_long(text)[0] if encode_long is not None else tokenizer.encode(text)
-
-
-def save_index(
-    folder: Path, corpus: dict, tokenizer, max_copy: int, texts: Sequence[str] | None = None
-) -> Path:
-    """Build and save the index for `max_copy` when training ends, from `texts` (books given
-    as text) or the books on disk. The caller has checked that they are not `too_large`."""
-    run_tokens = run_tokens_for(max_copy, chars_per_token(corpus))
-    path = Path(folder) / file_name(run_tokens)
-    saved = CopyIndex.load(path)
-    books = [d.get("sha256") for d in corpus.get("documents", [])]
-    if saved is not None and saved.books == books and saved.run_tokens == run_tokens:
-        return path  # a resumed run: the books are the same, and so is their index
-    return build_index(corpus, tokenizer, run_tokens, texts).save(path)

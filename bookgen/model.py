@@ -7,61 +7,21 @@ model never decides when state is carried, detached or reset: the trainer and sa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from itertools import pairwise
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from bookgen.errors import BookgenError
+# ModelConfig is declared with the other settings (help, allowed values, check), away from
+# torch, so that `bookgen --help` reads it without loading torch; it is imported here as before.
+from bookgen.settings import ModelConfig
 
 # LSTM state is (h, c), each (layers, batch, hidden); GRU state is h alone, as a 1-tuple.
 State = tuple[torch.Tensor, ...]
 # A stretch of steps [begin, end) run in one call, and the (1, B, 1) mask that zeroes the state of
 # the rows that reset at `begin` (None where no row does).
 Span = tuple[int, int, torch.Tensor | None]
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int
-    cell: str = "lstm"  # "lstm" or "gru"
-    layers: int = 1
-    hidden_size: int = 512
-    embed_size: int | None = None  # None: the same as hidden_size, so the weights can be tied
-    dropout: float = 0.25  # locked dropout; measured: better at 10 minutes, a little worse at 1
-    tie_weights: bool = True  # share embedding and output weights when embed == hidden
-    # AWD-LSTM's weight drop: dropout on the recurrent matrix weight_hh, one mask per window
-    # (training only). Applied to the weight before the fused nn.LSTM/GRU call, so the fast
-    # oneDNN/cuDNN kernel is kept.
-    weight_drop: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.embed_size is None:
-            object.__setattr__(self, "embed_size", self.hidden_size)
-        if self.cell not in ("lstm", "gru"):
-            raise BookgenError(f"--cell must be lstm or gru, not {self.cell!r}")
-        if self.vocab_size < 2:
-            raise BookgenError("the vocabulary needs at least two tokens")
-        for name in ("layers", "hidden_size", "embed_size"):
-            if getattr(self, name) < 1:
-                raise BookgenError(f"{name} must be at least 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise BookgenError(f"dropout must be in [0, 1), not {self.dropout}")
-        if not 0.0 <= self.weight_drop < 1.0:
-            raise BookgenError(f"weight drop must be in [0, 1), not {self.weight_drop}")
-
-    @property
-    def tied(self) -> bool:
-        return self.tie_weights and self.embed_size == self.hidden_size
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        return cls(**data)
 
 
 class LockedDropout(nn.Module):

@@ -20,10 +20,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from bookgen.checkpoint import latest_checkpoint, read_manifest, read_metrics
+from bookgen.context import PrecisionChoice
 from bookgen.errors import BookgenError
 from bookgen.files import atomic_write
-from bookgen.model import ModelConfig
+from bookgen.model import ModelConfig, RecurrentLM
 
 # Eight bar heights: the lowest value of a sparkline is the lowest bar.
 SPARK_BARS = "▁▂▃▄▅▆▇█"
@@ -129,10 +132,6 @@ def load_report(folder: str | Path | None = None) -> RunReport:
 def count_parameters(config: ModelConfig) -> int:
     """The model's parameter count, from its `ModelConfig` alone: built on the meta device (no
     memory, no random draws), so it is exact for any cell, size and tying without the weights."""
-    import torch
-
-    from bookgen.model import RecurrentLM
-
     with torch.device("meta"):
         return RecurrentLM(config).parameter_count()
 
@@ -149,8 +148,6 @@ def describe_budget(train_config: dict) -> str:
 
 
 def _precision_note(precision: dict) -> str:
-    from bookgen.context import PrecisionChoice
-
     return PrecisionChoice.from_dict(precision).describe()
 
 

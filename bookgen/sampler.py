@@ -12,65 +12,18 @@ import copy
 import random
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from bookgen.context import RunContext, inference_context, resolve_device
-from bookgen.errors import BookgenError, BookgenWarning
+from bookgen.errors import BookgenWarning
 from bookgen.guard import CopyGuard, CopyRun, load_guard
 from bookgen.model import RecurrentLM, State
+from bookgen.settings import SamplingSettings  # declared there, away from torch (for --help)
 from bookgen.tokenizer import UNK_ID, StreamDecoder, Tokenizer
-
-
-def _setting(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How text is drawn: the one definition that `generate`, `bookgen sample`, `bookgen chat`
-    and chat's /commands all read their defaults and help from."""
-
-    length: int = _setting(500, "Tokens to write (characters for a character model).")
-    temperature: float = _setting(
-        0.8,
-        "Randomness: 0 always takes the likeliest token, 1 samples the model as it is, "
-        "above 1 is wilder.",
-    )
-    top_k: int = _setting(0, "Draw only from the K likeliest tokens (0: no limit).")
-    top_p: float = _setting(
-        1.0,
-        "Draw only from the likeliest tokens that together make up P of the probability "
-        "(1: no limit).",
-    )
-    max_copy: int = _setting(
-        40,
-        "Copy guard: never write more than N characters running that the book holds "
-        "word for word (for a word model, about N characters' worth of words); a token that "
-        "would copy more is drawn again from the rest. Common phrases stay possible; "
-        "0 turns the guard off.",
-    )
-
-    def __post_init__(self) -> None:
-        if self.length < 0:
-            raise BookgenError(f"length must be 0 or more, not {self.length}")
-        if not 0 <= self.temperature < float("inf"):
-            raise BookgenError(f"temperature must be 0 or more and finite, not {self.temperature}")
-        if self.top_k < 0:
-            raise BookgenError(f"top-k must be 0 (off) or more, not {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise BookgenError(f"top-p must be in (0, 1], not {self.top_p}")
-        if self.max_copy < 0:
-            raise BookgenError(f"max-copy must be 0 (off) or more, not {self.max_copy}")
-
-    @staticmethod
-    def help(name: str) -> str:
-        """The help text of one setting, as `--help` and chat's /help show it."""
-        return next(f.metadata["help"] for f in fields(SamplingSettings) if f.name == name)
-
 
 DEFAULTS = SamplingSettings()
 
@@ -288,7 +241,6 @@ class TextGenerator:
         self.tokenizer = tokenizer
         self.context = context or RunContext(next(model.parameters()).device)
         self.checkpoint = checkpoint
-        self.device = self.context.device
         self._kernel: StepKernel | None = None
         self._guards: dict[int, CopyGuard | None] = {}  # max_copy -> its guard
 
@@ -311,7 +263,8 @@ class TextGenerator:
                 stacklevel=3,
             )
         ids = self.tokenizer.encode(text)
-        state = primed.state if primed is not None else self.model.init_state(1, self.device)
+        device = self.context.device
+        state = primed.state if primed is not None else self.model.init_state(1, device)
         if not ids:
             if primed is not None:
                 return primed
@@ -320,12 +273,28 @@ class TextGenerator:
         decoder = decoder or self.tokenizer.stream_decoder()
         for token in ids:
             decoder.push(token)  # the seed is already written; the decoder only learns context
-        tokens = torch.tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)
+        tokens = torch.tensor(ids, dtype=torch.long, device=device).view(-1, 1)
         with self.context.autocast():
             logits, state = self.model(tokens, state)
         # Text read from outside (a seed, the user's turn) is not the model's: copying starts
         # counting again after it.
         return Primed(state, logits[-1, 0].float(), decoder)
+
+    def prime_written(self, text: str, primed: Primed, max_copy: int) -> Primed:
+        """Read `text` that the model itself wrote, from `primed` (taken over, as by `prime`).
+
+        For a continuation stopped partway (Ctrl-C in chat): the sampler may have read a token
+        more or less than it had shown, so what was shown is read again. Unlike `prime`, the copy
+        guard goes on counting the text as the model's own, from where `primed` left off.
+        """
+        run = primed.copy_run
+        primed = self.prime(text, primed)
+        guard = self.copy_guard(max_copy)
+        if guard is not None:
+            primed.copy_run = guard.resume(run)
+            for token in self.tokenizer.encode(text):
+                primed.copy_run.push(token)
+        return primed
 
     @torch.inference_mode()
     def stream(
@@ -342,11 +311,8 @@ class TextGenerator:
         if primed.decoder is None:
             primed.decoder = self.tokenizer.stream_decoder()
         guard = self.copy_guard(settings.max_copy)
-        if guard is None:
-            primed.copy_run = None  # what is written unguarded is not counted: start afresh later
-        elif primed.copy_run is None or primed.copy_run.run_tokens != guard.run_tokens:
-            primed.copy_run = guard.new_run()
-        run = primed.copy_run
+        # What is written unguarded is not counted: a later guarded stream starts afresh.
+        run = primed.copy_run = guard.resume(primed.copy_run) if guard is not None else None
         kernel = self.step_kernel()
         slots = (kernel.slot(), kernel.slot())
         state = tuple(s.float() for s in primed.state)  # a bf16 forward may have left bf16
@@ -407,7 +373,9 @@ class TextGenerator:
         `seed` is the text to continue; `random_seed` fixes the draws (the same one gives the
         same text). The settings are those of `SamplingSettings`.
         """
-        settings = SamplingSettings(length, temperature, top_k, top_p, max_copy)
+        settings = SamplingSettings(
+            length=length, temperature=temperature, top_k=top_k, top_p=top_p, max_copy=max_copy
+        )
         generator = make_generator(random_seed)
         return self.stream(self.prime(seed), settings, generator)
 

@@ -1,56 +1,217 @@
-"""The training settings, each declared once: its default, its allowed values, its check.
+"""Every setting a user can give, each declared once: its default, its help, its allowed values
+and its check.
 
-`bookgen.train(...)`, `bookgen train --help` and every checkpoint's `train_config` read them
-from here. (The model's shape is `model.ModelConfig`; how text is drawn is
-`sampler.SamplingSettings`.)
+`ModelConfig` is the model's shape, `TrainConfig` how it is trained, `SamplingSettings` how text
+is drawn, `BenchSettings` what `bookgen bench` measures. `bookgen.train(...)`, every command's
+`--help`, chat's /help and every checkpoint's configs read them from here: a field's help lives
+in its metadata (`TrainConfig.help("bptt")`), its allowed values in an Enum, its check in
+`__post_init__`. Nothing here imports torch, so that `bookgen --help` answers without loading it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
+from typing import Any
 
 from bookgen.errors import BookgenError
 
+# With no budget at all (no --minutes, --steps or --epochs), training runs this many minutes.
+DEFAULT_MINUTES = 10.0
+
+
+class Choice(str, Enum):
+    """A setting's allowed values, each member its own string.
+
+    A member compares, hashes, formats, prints and writes to JSON exactly as its value does
+    (`Cell.LSTM == "lstm"`, `json.dumps(Cell.LSTM) == '"lstm"'`, `f"{Cell.LSTM}" == "lstm"`), so
+    checkpoints, caches and messages read the same whether a value came from the command line
+    (an Enum, which typer validates and `--help` lists) or from an old checkpoint (a string).
+    """
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+    @classmethod
+    def parse(cls, value: Any, option: str) -> Choice:
+        """`value` as a member; the one check of the allowed values, for every setting."""
+        try:
+            return cls(value)
+        except ValueError:
+            names = [member.value for member in cls]
+            allowed = f"{', '.join(names[:-1])} or {names[-1]}"
+            raise BookgenError(f"{option} must be {allowed}, not {value!r}") from None
+
+
+class Level(Choice):
+    CHAR = "char"
+    WORD = "word"
+
+
+class Cell(Choice):
+    LSTM = "lstm"
+    GRU = "gru"
+
+
+class Device(Choice):
+    AUTO = "auto"  # CUDA when a GPU is present, else the CPU
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Precision(Choice):
+    AUTO = "auto"  # measured on this machine: see context.choose_precision
+    BF16 = "bf16"
+    FP32 = "fp32"
+
+
+def setting(default: Any, help: str) -> Any:
+    """A dataclass field with its help text, which `--help` and the Python API show."""
+    return field(default=default, metadata={"help": help})
+
+
+class Described:
+    """Reads the help of a setting from its field, so that no one writes it again."""
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+
+def _parse_choices(config: Any, choices: dict[str, type[Choice]]) -> None:
+    """Turn each named field of a frozen dataclass into its Enum, or raise the one-line error."""
+    for name, choice in choices.items():
+        option = f"--{name.replace('_', '-')}"
+        object.__setattr__(config, name, choice.parse(getattr(config, name), option))
+
+
+# --- the model -------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
-class TrainConfig:
-    level: str = "char"  # "char" or "word"
-    vocab_size: int = 20000  # word level: the most frequent words kept (the rest are unknown)
-    min_count: int = 1  # word level: words seen fewer times are unknown
-    lowercase: bool = False  # word level
-    embeddings: str | None = None  # word level: GloVe / word2vec text file to start from
-    batch_size: int = 32  # B: number of parallel streams (batch rows)
-    bptt: int = 64  # T: tokens per window; gradients flow back at most this far
-    learning_rate: float = 5e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.1  # the cosine decay ends at learning_rate * min_lr_ratio
-    grad_clip: float = 1.0
-    steps: int | None = None
-    epochs: float | None = None
-    minutes: float | None = None
-    eval_every: int = 250
-    checkpoint_every: int = 200
-    val_fraction: float = 0.1
-    val_batch_size: int = 16
-    # Validation during training reads at most this many tokens (the start of each of its rows),
-    # so a huge corpus does not spend its budget evaluating; `bookgen eval` reads everything.
-    max_val_tokens: int = 2_000_000
-    random_seed: int = 1337  # fixes the weights, dropout and the epochs' window shifts
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | bf16 | fp32
-    preview_length: int = 200
-    max_bad_steps: int = 10  # consecutive non-finite steps before training stops
+class ModelConfig(Described):
+    vocab_size: int = field(metadata={"help": "Tokens in the vocabulary: the tokenizer's."})
+    cell: Cell = setting(Cell.LSTM, "Recurrent cell: lstm or gru.")
+    layers: int = setting(1, "Stacked layers.")
+    hidden_size: int = setting(512, "Hidden state size per layer.")
+    # None: the same as hidden_size, so the weights can be tied
+    embed_size: int | None = setting(
+        None,
+        "Embedding size (the hidden size unless given); equal to it, input and output "
+        "weights are tied.",
+    )
+    # Locked dropout; measured: better at 10 minutes, a little worse at 1.
+    dropout: float = setting(0.25, "Dropout, one mask per sequence.")
+    tie_weights: bool = setting(
+        True, "Share the embedding and output weights when the embedding size is the hidden size."
+    )
+    # AWD-LSTM's weight drop: dropout on the recurrent matrix weight_hh, one mask per window
+    # (training only). Applied to the weight before the fused nn.LSTM/GRU call, so the fast
+    # oneDNN/cuDNN kernel is kept.
+    weight_drop: float = setting(
+        0.0,
+        "AWD-LSTM's weight drop: dropout on each layer's recurrent matrix, one mask per window, "
+        "while training.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.embed_size is None:
+            object.__setattr__(self, "embed_size", self.hidden_size)
+        _parse_choices(self, {"cell": Cell})
+        if self.vocab_size < 2:
+            raise BookgenError("the vocabulary needs at least two tokens")
+        for name in ("layers", "hidden_size", "embed_size"):
+            if getattr(self, name) < 1:
+                raise BookgenError(f"{name} must be at least 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise BookgenError(f"dropout must be in [0, 1), not {self.dropout}")
+        if not 0.0 <= self.weight_drop < 1.0:
+            raise BookgenError(f"weight drop must be in [0, 1), not {self.weight_drop}")
+
+    @property
+    def tied(self) -> bool:
+        return self.tie_weights and self.embed_size == self.hidden_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        return cls(**data)
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainConfig(Described):
+    level: Level = setting(Level.CHAR, "Tokens: char (letters) or word.")
+    vocab_size: int = setting(20000, "Word level: words kept; rarer ones are unknown.")
+    min_count: int = setting(1, "Word level: words seen fewer times are unknown.")
+    lowercase: bool = setting(False, "Word level: lowercase all words.")
+    embeddings: str | None = setting(
+        None, "Word level: a GloVe or word2vec text file to start the word embeddings from."
+    )
+    batch_size: int = setting(
+        32,
+        "B: parallel streams. The text is cut into B contiguous pieces, one per batch row; each "
+        "row's state carries on to its next window.",
+    )
+    bptt: int = setting(
+        64,
+        "T: tokens per window. Gradients flow back at most T tokens; the state itself carries "
+        "on across windows.",
+    )
+    learning_rate: float = setting(5e-3, "Peak learning rate (AdamW, warm-up then cosine decay).")
+    weight_decay: float = setting(0.01, "AdamW's weight decay.")
+    warmup_steps: int = setting(50, "Steps of linear warm-up to the peak learning rate.")
+    min_lr_ratio: float = setting(
+        0.1, "The cosine decay ends at the learning rate times this ratio."
+    )
+    grad_clip: float = setting(1.0, "Gradients are clipped to this norm.")
+    steps: int | None = setting(None, "Stop after this many windows.")
+    epochs: float | None = setting(None, "Stop after this many passes over the text.")
+    minutes: float | None = setting(
+        None, "Wall-clock budget; the last evaluation and save fit inside it."
+    )
+    eval_every: int = setting(250, "Evaluate on the held-out text and save every N steps.")
+    checkpoint_every: int = setting(
+        200, "Save the latest state every N steps, so a crash loses little."
+    )
+    val_fraction: float = setting(0.1, "Share of each book held out for validation (its end).")
+    val_batch_size: int = setting(16, "Validation's parallel streams (rows).")
+    # So a huge corpus does not spend its budget evaluating; `bookgen eval` reads everything.
+    max_val_tokens: int = setting(
+        2_000_000,
+        "Validation during training reads at most this many tokens (the start of each of its "
+        "rows).",
+    )
+    random_seed: int = setting(
+        1337,
+        "Fixes the randomness (weights, dropout, where windows are cut): the same random seed "
+        "and settings give the same run.",
+    )
+    device: Device = setting(Device.AUTO, "auto (CUDA when present), cpu or cuda.")
+    precision: Precision = setting(
+        Precision.AUTO,
+        "auto: time a few training steps in fp32 and in bf16 autocast on this machine and keep "
+        "the faster (cached per machine and model shape; a resumed run keeps its precision); or "
+        "bf16, or fp32.",
+    )
+    preview_length: int = setting(200, "Tokens of the sample written at each evaluation.")
+    max_bad_steps: int = setting(10, "Consecutive non-finite steps before training stops.")
     # A fresh character-level run with a --minutes budget and no size given gets the model the
     # budget buys on this machine, and the dropout, batch size and learning rate that suit how
     # much it reads (see `budget.py`), except the settings named in `given`. `bookgen.train`
     # sets both from what it was given. Off: the usual defaults.
-    auto_size: bool = False
-    given: tuple[str, ...] = ()
+    auto_size: bool = setting(False, "Size the model for the --minutes budget on this machine.")
+    given: tuple[str, ...] = setting((), "The settings given by hand, which sizing keeps.")
 
     def __post_init__(self) -> None:
-        if self.level not in ("char", "word"):
-            raise BookgenError(f"--level must be char or word, not {self.level!r}")
+        _parse_choices(self, {"level": Level, "device": Device, "precision": Precision})
         if self.steps is None and self.epochs is None and self.minutes is None:
             raise BookgenError("give a training budget: --steps, --epochs or --minutes")
         for name in ("steps", "epochs", "minutes"):
@@ -73,10 +234,83 @@ class TrainConfig:
         if not 0 < self.val_fraction < 1:
             raise BookgenError(f"--val-fraction must be in (0, 1), not {self.val_fraction}")
         if not self.learning_rate > 0:
-            raise BookgenError(f"--lr must be more than 0, not {self.learning_rate}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise BookgenError(f"--device must be auto, cpu or cuda, not {self.device!r}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise BookgenError(f"--precision must be auto, bf16 or fp32, not {self.precision!r}")
-        if self.embeddings is not None and self.level != "word":
+            raise BookgenError(f"--learning-rate must be more than 0, not {self.learning_rate}")
+        if self.embeddings is not None and self.level != Level.WORD:
             raise BookgenError("--embeddings needs --level word")
+
+
+# --- sampling --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SamplingSettings(Described):
+    """How text is drawn: the one definition that `generate`, `bookgen sample`, `bookgen chat`
+    and chat's /commands all read their defaults and help from."""
+
+    length: int = setting(500, "Tokens to write (characters for a character model).")
+    temperature: float = setting(
+        0.8,
+        "Randomness: 0 always takes the likeliest token, 1 samples the model as it is, "
+        "above 1 is wilder.",
+    )
+    top_k: int = setting(0, "Draw only from the K likeliest tokens (0: no limit).")
+    top_p: float = setting(
+        1.0,
+        "Draw only from the likeliest tokens that together make up P of the probability "
+        "(1: no limit).",
+    )
+    max_copy: int = setting(
+        40,
+        "Copy guard: never write more than N characters running that the book holds "
+        "word for word (for a word model, about N characters' worth of words); a token that "
+        "would copy more is drawn again from the rest. Common phrases stay possible; "
+        "0 turns the guard off.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.length < 0:
+            raise BookgenError(f"length must be 0 or more, not {self.length}")
+        if not 0 <= self.temperature < float("inf"):
+            raise BookgenError(f"temperature must be 0 or more and finite, not {self.temperature}")
+        if self.top_k < 0:
+            raise BookgenError(f"top-k must be 0 (off) or more, not {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise BookgenError(f"top-p must be in (0, 1], not {self.top_p}")
+        if self.max_copy < 0:
+            raise BookgenError(f"max-copy must be 0 (off) or more, not {self.max_copy}")
+
+
+# --- bookgen bench ---------------------------------------------------------------------------
+
+# The vocabulary each level is measured with: a book's characters, and training's default number
+# of words kept.
+BENCH_VOCAB = {Level.CHAR: 65, Level.WORD: TrainConfig.vocab_size}
+
+
+@dataclass(frozen=True)
+class BenchSettings(Described):
+    """The shape `bookgen bench` measures. Model and training settings share their defaults and
+    help with training's, except the reference shape (2 layers, B 64, T 128), which is larger
+    than training's defaults on purpose: the README's speed figures are measured on it."""
+
+    hidden_size: int = setting(ModelConfig.hidden_size, ModelConfig.help("hidden_size"))
+    layers: int = setting(2, ModelConfig.help("layers"))
+    batch_size: int = setting(64, TrainConfig.help("batch_size"))
+    bptt: int = setting(128, TrainConfig.help("bptt"))
+    level: Level = setting(TrainConfig.level, TrainConfig.help("level"))
+    cell: Cell = setting(ModelConfig.cell, ModelConfig.help("cell"))
+    device: Device = setting(TrainConfig.device, TrainConfig.help("device"))
+    seconds: float = setting(3.0, "Seconds timed per figure and round (two rounds).")
+    rounds: int = setting(2, "Rounds; each figure is the best of its rounds.")
+
+    def __post_init__(self) -> None:
+        _parse_choices(self, {"level": Level, "cell": Cell, "device": Device})
+        for name in ("hidden_size", "layers", "batch_size", "bptt", "rounds"):
+            if getattr(self, name) < 1:
+                raise BookgenError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.seconds <= 0:
+            raise BookgenError(f"--seconds must be more than 0, not {self.seconds}")
+
+    @property
+    def vocab_size(self) -> int:
+        return BENCH_VOCAB[self.level]

@@ -123,10 +123,10 @@ class _Source:
         return "text:" + hashlib.sha256(self.document.text.encode("utf-8")).hexdigest()
 
     def scan(self, on_bytes: Callable[[int], None]) -> tuple[int, str]:
-        """(characters of the cleaned book, every distinct character it may hold)."""
+        """(characters of the cleaned book, its alphabet: every distinct character it may hold)."""
         if self.book is not None:
             self._scan = scan_book(self.book.path, on_bytes=on_bytes)
-            return self._scan.chars, self._scan.characters
+            return self._scan.chars, self._scan.alphabet
         on_bytes(self.size)
         return self.document.chars, "".join(sorted(set(self.document.text)))
 
@@ -321,15 +321,15 @@ def _split(pieces: Iterator[str], cut: int) -> Iterator[tuple[str, bool]]:
 def _write_chars(sources, scans, cuts, given: CharTokenizer | None, parts, tick) -> _Written:
     """Character ids through a lookup table over code points (hundreds of MB/s)."""
     if given is not None:
-        chars = given.chars  # characters it does not know map to 0
+        alphabet = given.alphabet  # characters it does not know map to 0
     else:
         # First, ids for every character of the files (licences included); the training
         # parts' own vocabulary is known once they have been read.
-        chars = sorted(set().union(*(set(characters) for _, characters in scans)))
-    vocab_size = len(chars) + 1
+        alphabet = sorted(set().union(*(set(book_alphabet) for _, book_alphabet in scans)))
+    vocab_size = len(alphabet) + 1
     dtype = token_dtype(vocab_size)
     table = np.zeros(0x110000, dtype=dtype)  # code point -> id
-    table[[ord(c) for c in chars]] = np.arange(1, vocab_size, dtype=dtype)
+    table[[ord(c) for c in alphabet]] = np.arange(1, vocab_size, dtype=dtype)
     in_train = np.zeros(vocab_size, dtype=bool)
     held_out = np.zeros(vocab_size, dtype=np.int64)  # validation count of each id
     documents = []
@@ -355,10 +355,10 @@ def _write_chars(sources, scans, cuts, given: CharTokenizer | None, parts, tick)
         return _Written(given, documents, dtype)
     in_train[0] = False
     kept = np.flatnonzero(in_train)  # the ids the training text holds
-    tokenizer = CharTokenizer([chars[i - 1] for i in kept])
+    tokenizer = CharTokenizer([alphabet[i - 1] for i in kept])
     if "val" in parts:
         parts["val"].unknown_chars = int(held_out.sum() - held_out[kept].sum())
-    if len(kept) == len(chars):
+    if len(kept) == len(alphabet):
         return _Written(tokenizer, documents, dtype)
     # Some characters occur only in held-out text or a licence: renumber to the final ids.
     renumber = np.zeros(vocab_size, dtype=token_dtype(tokenizer.vocab_size))

@@ -72,31 +72,24 @@ class CharTokenizer:
     level = "char"
     unk_text = "\ufffd"
 
-    def __init__(self, chars: Sequence[str]) -> None:
-        if len(set(chars)) != len(chars) or any(len(c) != 1 for c in chars):
+    def __init__(self, alphabet: Sequence[str]) -> None:
+        if len(set(alphabet)) != len(alphabet) or any(len(c) != 1 for c in alphabet):
             raise BookgenError("character vocabulary must be distinct single characters")
-        self.chars = list(chars)
+        self.alphabet = list(alphabet)  # the characters it knows: alphabet[i] has id i + 1
         # Id 0 is the unknown token; real characters start at 1.
-        self._ids = {c: i + 1 for i, c in enumerate(self.chars)}
-
-    @classmethod
-    def build(cls, texts: Iterable[str]) -> CharTokenizer:
-        seen: set[str] = set()
-        for text in texts:
-            seen.update(text)
-        return cls(sorted(seen))
+        self._ids = {c: i + 1 for i, c in enumerate(self.alphabet)}
 
     @property
     def vocab_size(self) -> int:
-        return len(self.chars) + 1
+        return len(self.alphabet) + 1
 
     def encode(self, text: str) -> list[int]:
         get = self._ids.get
         return [get(c, UNK_ID) for c in text]
 
     def decode(self, ids: Sequence[int]) -> str:
-        chars = self.chars
-        return "".join(chars[i - 1] if 0 < i <= len(chars) else self.unk_text for i in ids)
+        alphabet = self.alphabet
+        return "".join(alphabet[i - 1] if 0 < i <= len(alphabet) else self.unk_text for i in ids)
 
     def unknown(self, text: str) -> list[str]:
         return list(dict.fromkeys(c for c in text if c not in self._ids))
@@ -106,7 +99,8 @@ class CharTokenizer:
         return sum(1 for c in text if c not in ids)
 
     def to_json(self) -> str:
-        return json.dumps({"level": "char", "chars": self.chars}, ensure_ascii=False)
+        # Saved as "chars", the key checkpoints have always held.
+        return json.dumps({"level": "char", "chars": self.alphabet}, ensure_ascii=False)
 
     def stream_decoder(self) -> CharStreamDecoder:
         return CharStreamDecoder(self)
@@ -243,10 +237,6 @@ class WordTokenizer:
     def vocab_size(self) -> int:
         return len(self._tokens)
 
-    @property
-    def lowercase(self) -> bool:
-        return "Lowercase" in _normalizer_types(json.loads(self._tokenizer.to_str())["normalizer"])
-
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(unwrap_hard_wrapped(text)).ids
 
@@ -274,10 +264,6 @@ class WordTokenizer:
         decoder = self.stream_decoder()
         return "".join(map(decoder.push, ids)) + decoder.flush()
 
-    def tokens(self, text: str) -> list[str]:
-        """The pieces `text` is cut into (lowercased if the vocabulary is), known or not."""
-        return _pieces(self._tokenizer, unwrap_hard_wrapped(text))
-
     def unknown_chars(self, text: str) -> int:
         return sum(b - a for a, b in self._unknown_spans(text))
 
@@ -296,9 +282,6 @@ class WordTokenizer:
                 f"token id {token_id} is outside the vocabulary (0-{len(self._tokens) - 1})"
             )
         return self._tokens[token_id]
-
-    def token_to_id(self, token: str) -> int | None:
-        return self._tokenizer.token_to_id(token)
 
     def to_json(self) -> str:
         return self._tokenizer.to_str()
@@ -342,14 +325,6 @@ def _cut_after_space(text: str, position: int) -> int:
 def _pieces(tokenizer: HFTokenizer, text: str) -> list[str]:
     normalized = tokenizer.normalizer.normalize_str(text)
     return [piece for piece, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
-
-
-def _normalizer_types(spec: dict | None) -> set[str]:
-    """The types of a saved normalizer and of everything in it, if it is a Sequence."""
-    if not spec:
-        return set()
-    inner = spec.get("normalizers") or []
-    return {spec["type"]}.union(*(_normalizer_types(n) for n in inner))
 
 
 # How each token attaches to its neighbours when words are written back as prose.

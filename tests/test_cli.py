@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 import bookgen
 from bookgen.cli import app
+from bookgen.events import TrainResult
 
 runner = CliRunner()
 
@@ -90,8 +91,6 @@ def test_bad_input_files_exit_2(tmp_path: Path):
     (tmp_path / "no-books").mkdir()
     (tmp_path / "x.bin").write_bytes(bytes(range(256)) * 20)
     cases.append(([tmp_path / "x.bin"], "binary"))
-    (tmp_path / "ok.txt").write_text("Some text to train on. " * 40)
-    cases.append(([tmp_path / "ok.txt", "--cell", "transformer"], "--cell must be"))
     for paths, message in cases:
         result = run("train", *paths, "--steps", "1", "--out", tmp_path / "out")
         assert result.exit_code == 2, result.output
@@ -99,6 +98,65 @@ def test_bad_input_files_exit_2(tmp_path: Path):
         assert "Traceback" not in result.output
         assert result.stderr.startswith("error: ")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_value_outside_its_choices_is_refused_before_anything_runs(tmp_path: Path):
+    # typer checks the Enum (the library's own check says the same to Python callers:
+    # "--cell must be lstm or gru", in test_trainer), naming what is allowed.
+    (tmp_path / "ok.txt").write_text("Some text to train on. " * 40)
+    for option, value, allowed in [
+        ("--cell", "transformer", "'lstm', 'gru'"),
+        ("--level", "bytes", "'char', 'word'"),
+        ("--device", "tpu", "'auto', 'cpu', 'cuda'"),
+        ("--precision", "fp16", "'auto', 'bf16', 'fp32'"),
+    ]:
+        args = [tmp_path / "ok.txt", "--steps", "1", "--out", tmp_path / "out", option, value]
+        result = run("train", *args, env={"COLUMNS": "200"})  # the message on one line
+        assert result.exit_code == 2, result.output
+        assert f"'{value}' is not one of {allowed}" in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_old_integer_seed_of_train_says_its_new_name(tmp_path: Path):
+    (tmp_path / "ok.txt").write_text("Some text to train on. " * 40)
+    # With a book, and without one: the hint comes before typer's "missing argument".
+    for args in ([tmp_path / "ok.txt", "--steps", "1", "--out", tmp_path / "out"], []):
+        result = run("train", *args, "--seed", "5")
+        assert result.exit_code == 2
+        assert result.stderr.startswith("error: train's --seed is now --random-seed")
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    assert "--seed" not in run("train", "--help", env={"COLUMNS": "200"}).stdout
+
+
+def test_options_carry_the_settings_names_and_only_those_given_reach_the_library(
+    tmp_path: Path, monkeypatch
+):
+    import bookgen.api
+
+    calls = []
+
+    def fake_train(paths, out, **kwargs):
+        calls.append(
+            {k: v for k, v in kwargs.items() if k not in ("on_event", "download_progress")}
+        )
+        return TrainResult(out=tmp_path, steps=0, best_val_loss=None)
+
+    monkeypatch.setattr(bookgen.api, "train", fake_train)
+    old = ["--hidden", "32", "--embed", "16", "--lr", "0.03", "--cell", "gru", "--quiet"]
+    new = ["--hidden-size", "32", "--embed-size", "16", "--learning-rate", "0.03", "--cell", "gru"]
+    for spelling in (old, new + ["--quiet"]):
+        result = run("train", "book.txt", *spelling)
+        assert result.exit_code == 0, result.output
+    # The names are the fields' (ModelConfig, TrainConfig); options not given are left out, so
+    # --resume keeps the saved run's values and sizing for --minutes keeps only what was given.
+    given = {"hidden_size": 32, "embed_size": 16, "learning_rate": 0.03, "cell": "gru"}
+    assert calls == [{"resume": False, "force": False, **given}] * 2
+    run("train", "book.txt", "--resume", "--steps", "5", "--lowercase", "--embeddings", "e.txt")
+    assert calls[-1] == {
+        "resume": True, "force": False, "steps": 5, "lowercase": True, "embeddings": "e.txt",
+    }  # fmt: skip
 
 
 def test_sample_without_any_checkpoint(tmp_path: Path, monkeypatch):
@@ -131,7 +189,11 @@ def test_installed_command_runs_and_teaches():
     assert "parallel streams" in result.stdout
     # The defaults written into the help survive rich's markup, which would eat "[default: ..]".
     assert "Dropout, one mask per sequence. [default: 0.25]" in result.stdout
-    assert "[default: 512, or sized for --minutes]" in result.stdout
+    # The settings' names, with the short spellings users know beside them.
+    for spellings in ("--hidden-size,--hidden", "--embed-size,--embed", "--learning-rate,--lr"):
+        assert spellings in result.stdout
+    assert "Hidden state size per layer. [default: 512]" in result.stdout
+    assert "a character model is sized for it on this machine" in result.stdout
     result = subprocess.run(
         [sys.executable, "-m", "bookgen.cli", "sample", "--help"],
         capture_output=True, text=True, env=wide,

@@ -1,4 +1,5 @@
-"""Corpus loading: every way a book can be saved must give the same training text."""
+"""Reading books: every way a book can be saved must give the same training text, whatever
+size of chunk the reader takes it in."""
 
 from __future__ import annotations
 
@@ -10,23 +11,26 @@ import re
 import sqlite3
 import struct
 import sys
+import tempfile
+import unicodedata
 import warnings
 import zipfile
 import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bookgen.corpus import (
+    CHUNK_BYTES,
+    BookScan,
     Document,
-    clean_text,
-    decode_bytes,
+    book_text,
     expand_paths,
     read_corpus,
     read_document,
-    strip_gutenberg,
+    scan_book,
 )
 from bookgen.errors import BookgenError, BookgenWarning
 
@@ -102,21 +106,26 @@ def test_latin1_with_nel_line_ends(tmp_path):
     assert document.text == "Caf\u00e9 \u00abau lait\u00bb\n\nCo\u00fbt: 5 \u00a3.\n"
 
 
-def test_0x85_with_ordinary_line_ends_is_an_ellipsis():
-    assert decode_bytes(b"Wait\x85 what?\r\n") == ("Wait\u2026 what?\r\n", "windows-1252")
+def test_0x85_with_ordinary_line_ends_is_an_ellipsis(tmp_path):
+    document = read_document(_write(tmp_path, b"Wait\x85 what?\r\n"))
+    assert (document.text, document.encoding) == ("Wait\u2026 what?\n", "windows-1252")
 
 
-def test_bytes_windows_1252_leaves_undefined_decode_as_latin1():
-    # Padded with text, or five control characters in seven would read as binary.
+def test_bytes_windows_1252_leaves_undefined_decode_as_latin1(tmp_path):
+    # Padded with text, or five control characters in seven would read as binary. Decoded as
+    # Latin-1's control characters (not refused, not U+FFFD), the five are then cleaned away.
     data = b"\x81\x8d\x8f\x90\x9d \x80" + b" and plenty of ordinary words" * 5
-    text, encoding = decode_bytes(data)
-    assert (text[:7], encoding) == ("\x81\x8d\x8f\x90\x9d \u20ac", "windows-1252")
+    document = read_document(_write(tmp_path, data))
+    expected = " \u20ac" + " and plenty of ordinary words" * 5 + "\n"
+    assert (document.text, document.encoding) == (expected, "windows-1252")
 
 
-def test_utf16_text_starting_with_nul_is_not_taken_for_utf32():
+def test_utf16_text_starting_with_nul_is_not_taken_for_utf32(tmp_path):
     text = "\x00" + "Hello, world, a fine day. " * 5
     with pytest.warns(BookgenWarning, match="dropped 1 stray NUL "):
-        assert decode_bytes(codecs.BOM_UTF16_LE + text.encode("utf-16-le")) == (text, "utf-16")
+        document = read_document(_write(tmp_path, codecs.BOM_UTF16_LE + text.encode("utf-16-le")))
+    expected = "Hello, world, a fine day. " * 4 + "Hello, world, a fine day.\n"
+    assert (document.text, document.encoding) == (expected, "utf-16")
 
 
 def test_document_counts_and_short_repr(tmp_path):
@@ -128,18 +137,26 @@ def test_document_counts_and_short_repr(tmp_path):
     assert isinstance(document, Document)
 
 
-def test_clean_text_keeps_inner_whitespace_and_first_line_indent():
-    assert clean_text("\n \n   Title  \n\n\n  body\t \n\n") == "   Title  \n\n\n  body\n"
-    assert clean_text(" \t\n\r\n\f\x00") == ""
+def test_cleaning_keeps_inner_whitespace_and_first_line_indent(tmp_path):
+    document = read_document(_write(tmp_path, b"\n \n   Title  \n\n\n  body\t \n\n"))
+    assert document.text == "   Title  \n\n\n  body\n"
+    with pytest.warns(BookgenWarning, match="dropped 1 stray NUL"):
+        with pytest.raises(BookgenError, match="the file is empty"):
+            read_document(_write(tmp_path, b" \t\n\r\n\f\x00"))
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.text())
-def test_clean_text_is_idempotent_and_canonical(text):
-    cleaned = clean_text(text)
-    assert clean_text(cleaned) == cleaned
-    assert "\r" not in cleaned and "\ufeff" not in cleaned
-    assert cleaned == "" or (cleaned.endswith("\n") and not cleaned.endswith("\n\n"))
+def test_reading_is_idempotent_and_canonical(text):
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", BookgenWarning)
+        try:
+            read = read_document(_write(Path(folder), text.encode("utf-8"))).text
+        except BookgenError:
+            return  # binary, or nothing left: refusals are tested above and below
+        assert read_document(_write(Path(folder), read.encode("utf-8"))).text == read
+    assert "\r" not in read and "\ufeff" not in read
+    assert read.endswith("\n") and not read.endswith("\n\n")
 
 
 @settings(max_examples=100, deadline=None)
@@ -147,8 +164,16 @@ def test_clean_text_is_idempotent_and_canonical(text):
     st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\ufeff\ufffd")),
     st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "utf-32"]),
 )
-def test_unicode_text_round_trips_through_decode(text, encoding):
-    assert decode_bytes(text.encode(encoding)) == (text, encoding)
+def test_unicode_text_reads_the_same_in_every_unicode_encoding(text, encoding):
+    expected = _read_by_hand(text)  # the text as the reading rules clean it
+    with tempfile.TemporaryDirectory() as folder:
+        path = _write(Path(folder), text.encode(encoding))
+        if expected is None:
+            with pytest.raises(BookgenError, match="the file is empty"):
+                read_document(path)
+            return
+        document = read_document(path)
+    assert (document.text, document.gutenberg_stripped, document.encoding) == (*expected, encoding)
 
 
 # --- binary and broken input ---------------------------------------------------------------
@@ -170,10 +195,10 @@ def test_binary_files_are_refused(data, reason, tmp_path):
         read_document(tmp_path / "blob.txt")
 
 
-def test_a_few_stray_nuls_are_fine():
-    with pytest.warns(BookgenWarning, match=r"<bytes>: dropped 2 stray NULs \(0\.2% of its"):
-        text, _ = decode_bytes(b"a" * 500 + b"\x00\x00" + b"b" * 500)
-    assert clean_text(text) == "a" * 500 + "b" * 500 + "\n"
+def test_a_few_stray_nuls_are_fine(tmp_path):
+    with pytest.warns(BookgenWarning, match=r"book.txt: dropped 2 stray NULs \(0\.2% of its"):
+        document = read_document(_write(tmp_path, b"a" * 500 + b"\x00\x00" + b"b" * 500))
+    assert document.text == "a" * 500 + "b" * 500 + "\n"
 
 
 # --- stray NULs and other junk: text, not binary -------------------------------------------
@@ -375,9 +400,24 @@ def test_cli_shows_the_nul_warning_on_one_line(tmp_path):
     assert warning[0].endswith(" of its characters); the rest reads as text")
 
 
-def test_broken_bom_file_is_refused():
-    with pytest.raises(BookgenError, match="<bytes>: starts with a UTF-16 byte-order mark"):
-        decode_bytes(codecs.BOM_UTF16_BE + b"\x00a\x00")  # odd length: truncated
+@pytest.mark.parametrize("chunk_bytes", [1, 3, CHUNK_BYTES])
+@pytest.mark.parametrize(
+    "data, refusal",
+    [
+        # Odd length: the last character is cut short at byte 4 of the file.
+        (
+            codecs.BOM_UTF16_BE + b"\x00a\x00",
+            "UTF-16 byte-order mark but is not valid UTF-16 "
+            r"\(truncated data at byte 4\)",
+        ),  # fmt: skip
+        (codecs.BOM_UTF16_LE + b"a\x00\x00\xdcb\x00", r"UTF-16 .* \(illegal encoding at byte 4\)"),
+        # Counted from the file's start, the byte-order mark included.
+        (codecs.BOM_UTF8 + b"abc\xffdef\n", r"UTF-8-SIG .* \(invalid start byte at byte 6\)"),
+    ],
+)
+def test_broken_bom_file_is_refused(data: bytes, refusal: str, chunk_bytes: int, tmp_path):
+    with pytest.raises(BookgenError, match=f"book.txt: starts with a {refusal}$"):
+        scan_book(_write(tmp_path, data), chunk_bytes)
 
 
 @pytest.mark.parametrize("content", [b"", b"  \r\n\t\r\n\x0c\x1a\n  "])
@@ -408,10 +448,10 @@ def test_unreadable_file(tmp_path, monkeypatch):
     path = tmp_path / "locked.txt"
     path.write_text("secret\n")
 
-    def denied(self: Path) -> bytes:
+    def denied(self: Path, *args, **kwargs):
         raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr(Path, "open", denied)
     with pytest.raises(
         BookgenError, match=r"locked.txt: cannot read the file \(permission denied\)"
     ):
@@ -470,16 +510,19 @@ End of this Project Gutenberg Etext of Tiny Book
 FOOTER_ONLY = f"{BODY}\nEnd of Project Gutenberg's Tiny Book\nLicence text.\n"
 
 
+@pytest.mark.parametrize("chunk_bytes", [5, CHUNK_BYTES])
 @pytest.mark.parametrize(
     "text", [NEW_STYLE, OLDER_STYLE, SMALL_PRINT_STYLE, BOTH_HEADERS, FOOTER_ONLY]
 )
-def test_gutenberg_licence_is_stripped(text):
-    assert strip_gutenberg(text) == (BODY, True)
+def test_gutenberg_licence_is_stripped(text, chunk_bytes, tmp_path):
+    scan, read = _read_in_chunks(_write(tmp_path, text.encode("utf-8")), chunk_bytes)
+    assert (read, scan.gutenberg_stripped) == (BODY, True)
 
 
-def test_text_without_markers_is_unchanged():
-    text = "  A book that mentions Project Gutenberg.\nEnd of the story.\n\n"
-    assert strip_gutenberg(text) == (text, False)
+def test_text_without_markers_is_kept(tmp_path):
+    text = "  A book that mentions Project Gutenberg.\nEnd of the story.\n"
+    document = read_document(_write(tmp_path, (text + "\n\n").encode("utf-8")))
+    assert (document.text, document.gutenberg_stripped) == (text, False)
 
 
 def test_read_document_strips_gutenberg_with_crlf(tmp_path):
@@ -589,75 +632,124 @@ def test_sherlock_holmes():
 
 # --- reading in chunks -----------------------------------------------------------------------
 
+
+def _write(folder: Path, data: bytes) -> Path:
+    path = folder / "book.txt"
+    path.write_bytes(data)
+    return path
+
+
+def _read_in_chunks(path: Path, chunk_bytes: int) -> tuple[BookScan, str]:
+    scan = scan_book(path, chunk_bytes)
+    return scan, "".join(book_text(path, scan, chunk_bytes))
+
+
 GUTENBERG = (
     "The Project Gutenberg eBook of X\r\n\r\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\r\n"
     "\r\n   \r\n  Chapter 1\r\n\r\nCafe\u0301 \u201cno\u201d\x07 end.  \r\n\r\n"
     "*** END OF THE PROJECT GUTENBERG EBOOK X ***\r\nlicence \u00a7\r\n"
 )
+CHAPTER = "  Chapter 1\n\nCaf\u00e9 \u201cno\u201d end.\n"  # what GUTENBERG reads as
 
-
-def _read_in_chunks(path: Path, chunk_bytes: int):
-    from bookgen.corpus import book_text, scan_book
-
-    scan = scan_book(path, chunk_bytes)
-    return scan, "".join(book_text(path, scan, chunk_bytes))
-
-
-@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 7, 64, 1 << 20])
-@pytest.mark.parametrize(
-    "data",
-    [
-        GUTENBERG.encode("utf-8"),
-        GUTENBERG.encode("utf-8-sig"),
-        GUTENBERG.encode("utf-16"),
-        GUTENBERG.encode("utf-16-le"),
-        GUTENBERG.encode("utf-32"),
-        GUTENBERG.encode("windows-1252", "replace"),
+# bytes -> (text, encoding, licence stripped), or the error that refuses them.
+CHUNKED = {
+    "utf-8": (GUTENBERG.encode("utf-8"), (CHAPTER, "utf-8", True)),
+    "utf-8 BOM": (GUTENBERG.encode("utf-8-sig"), (CHAPTER, "utf-8-sig", True)),
+    "utf-16 BOM": (GUTENBERG.encode("utf-16"), (CHAPTER, "utf-16", True)),
+    "utf-16-le": (GUTENBERG.encode("utf-16-le"), (CHAPTER, "utf-16-le", True)),
+    "utf-32 BOM": (GUTENBERG.encode("utf-32"), (CHAPTER, "utf-32", True)),
+    "windows-1252": (
+        GUTENBERG.encode("windows-1252", "replace"),  # the combining accent cannot: "?"
+        (CHAPTER.replace("\u00e9", "e?"), "windows-1252", True),
+    ),
+    "latin-1 NEL": (
         GUTENBERG.replace("\r\n", "\x85").encode("latin-1", "replace"),
+        ("  Chapter 1\n\nCafe? ?no? end.\n", "latin-1", True),
+    ),
+    "utf-8, 5% NULs": (
         _sprinkle_nuls((EXPECTED * 3).encode("utf-8"), 0.05),
-        b"\n\n  \n\r\n",  # blank: refused either way
+        (EXPECTED * 3, "utf-8", False),
+    ),
+    "blank": (b"\n\n  \n\r\n", "the file is empty"),
+    "licence only": (
         b"*** END OF THE PROJECT GUTENBERG EBOOK Y ***\nonly licence\n",
+        "the file is empty",
+    ),
+    "no line end": (
         b"no line end at all, and trailing space   ",
-    ],
+        ("no line end at all, and trailing space\n", "utf-8", False),
+    ),
+    "a UTF-16 BOM, then odd bytes": (
+        codecs.BOM_UTF16_BE + b"\x00a\x00",
+        "starts with a UTF-16 byte-order mark but is not valid UTF-16",
+    ),
+}
+
+
+@pytest.mark.filterwarnings("ignore:.*stray NUL:bookgen.errors.BookgenWarning")
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 7, 64, 1 << 20])
+@pytest.mark.parametrize("variant", CHUNKED)
+def test_any_chunk_size_reads_the_same(variant: str, chunk_bytes: int, tmp_path):
+    data, expected = CHUNKED[variant]
+    path = _write(tmp_path, data)
+    if isinstance(expected, str):
+        with pytest.raises(BookgenError, match=f"book.txt: {expected}"):
+            _read_in_chunks(path, chunk_bytes)
+        return
+    text, encoding, stripped = expected
+    scan, read = _read_in_chunks(path, chunk_bytes)
+    assert (read, scan.encoding, scan.gutenberg_stripped) == expected
+    assert scan.chars == len(text) and set(text) <= set(scan.alphabet)
+    document = read_document(path)  # the whole file in one chunk
+    assert (document.text, document.encoding, document.gutenberg_stripped) == expected
+
+
+# The reading rules, applied by hand to a whole UTF-8 text at once, line by line (the reader
+# goes piece by piece and keeps offsets).
+MARKER_START = re.compile(
+    r"[ \t]*(?:\*+[ \t]*START OF (?:THE |THIS )?PROJECT GUTENBERG E-?(?:BOOK|TEXT)\b"
+    r"|\*END\*THE SMALL PRINT! FOR PUBLIC DOMAIN E-?(?:BOOK|TEXT)S\*).*",
+    re.IGNORECASE,
 )
-def test_reading_in_chunks_gives_read_documents_text(data: bytes, chunk_bytes: int, tmp_path):
-    path = tmp_path / "book.txt"
-    path.write_bytes(data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BookgenWarning)
-        try:
-            document = read_document(path)
-        except BookgenError as error:
-            with pytest.raises(BookgenError, match=str(error).split("(")[0].split(": ")[-1]):
-                _read_in_chunks(path, chunk_bytes)
-            return
-        scan, text = _read_in_chunks(path, chunk_bytes)
-    assert text == document.text
-    assert (scan.encoding, scan.gutenberg_stripped) == (
-        document.encoding,
-        document.gutenberg_stripped,
-    )
-    assert scan.chars == document.chars and set(document.text) <= set(scan.characters)
+MARKER_END = re.compile(
+    r"[ \t]*(?:\*+[ \t]*)?END OF (?:THE |THIS )?PROJECT GUTENBERG(?:['’]S\b| E-?(?:BOOK|TEXT)\b).*",
+    re.IGNORECASE,
+)
 
 
-@settings(max_examples=150, deadline=None)
+def _read_by_hand(text: str) -> tuple[str, bool] | None:
+    """(text, licence stripped) as the reader must read `text`, or None if it must refuse it."""
+    nuls = text.count("\x00")
+    not_text = len(re.findall("[\x01-\x08\x0e-\x19\x1b-\x1f\x7f-\x84\x86-\x9f\ufffd]", text))
+    if nuls > len(text) - nuls or not_text > 0.04 * (len(text) - nuls):
+        return None  # binary: more NUL than text, or over 4% control characters
+    text = re.sub("\r\n|[\r\x85\u2028\u2029]", "\n", text)
+    text = re.sub("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]", "", text)
+    lines = unicodedata.normalize("NFC", text).split("\n")
+    starts = [i for i, line in enumerate(lines) if MARKER_START.fullmatch(line)]
+    ends = [i for i, line in enumerate(lines) if MARKER_END.fullmatch(line)]
+    if starts:
+        ends = [i for i in ends if i > starts[0]]  # a footer comes after the first header
+        first_end = ends[0] if ends else len(lines)
+        lines = lines[[i for i in starts if i < first_end][-1] + 1 : first_end]
+    elif ends:
+        lines = lines[: ends[0]]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    body = "\n".join(lines).rstrip()
+    return (body + "\n", bool(starts or ends)) if body else None
+
+
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(
         st.sampled_from(
             [
-                "a",
-                "é",
-                "e\u0301",
-                "\r",
-                "\n",
-                "\r\n",
-                " ",
-                "\t",
-                "\x00",
-                "\x0c",
-                "\u2028",
-                "Ω",
+                *("a", "é", "e\u0301", "Ω", " ", "\t", "\n", "\r", "\r\n", "\u2028"),
+                *("\x00", "\x0c", "\x07", "\ufeff"),
                 "*** START OF THE PROJECT GUTENBERG EBOOK Z ***",
+                "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*",
+                "END OF THE PROJECT GUTENBERG EBOOK Z",
                 "END OF THE PROJECT GUTENBERG",
             ]
         ),
@@ -665,18 +757,42 @@ def test_reading_in_chunks_gives_read_documents_text(data: bytes, chunk_bytes: i
     ).map("".join),
     st.integers(1, 9),
 )
-def test_reading_in_chunks_matches_on_any_text(text: str, chunk_bytes: int):
-    import tempfile
+def test_reading_follows_the_rules_in_chunks_of_any_size(text: str, chunk_bytes: int):
+    data = text.encode("utf-8")
+    # NULs crowding one byte of each pair are read as UTF-16 (tested above): one in ten pairs
+    # or more, with at most a quarter as many on the other byte.
+    even, odd = data[0::2].count(0), data[1::2].count(0)
+    pairs = len(data) // 2
+    crowded = [0 < n >= 0.1 * pairs and other <= n / 4 for n, other in ((odd, even), (even, odd))]
+    assume(len(data) % 2 or not any(crowded))
+    expected = _read_by_hand(text)
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", BookgenWarning)
+        path = _write(Path(folder), data)
+        if expected is None:
+            with pytest.raises(BookgenError, match="book.txt: (the file is empty|looks like)"):
+                _read_in_chunks(path, chunk_bytes)
+            return
+        scan, read = _read_in_chunks(path, chunk_bytes)
+        assert (read, scan.gutenberg_stripped) == expected
+        assert read_document(path).text == read
+        # Read again, the text is unchanged: it holds nothing the reader would still clean.
+        assert read_document(_write(Path(folder), read.encode("utf-8"))).text == read
 
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "t.txt"
-        path.write_bytes(text.encode("utf-8"))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", BookgenWarning)
-            try:
-                expected = read_document(path).text
-            except BookgenError:
-                with pytest.raises(BookgenError):
-                    _read_in_chunks(path, chunk_bytes)
-                return
-            assert _read_in_chunks(path, chunk_bytes)[1] == expected
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(1, 9))
+def test_hostile_bytes_are_read_cleanly_or_refused_in_any_chunks(data: bytes, chunk_bytes: int):
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", BookgenWarning)
+        path = _write(Path(folder), data)
+        try:
+            text = read_document(path).text
+        except BookgenError as error:
+            with pytest.raises(BookgenError, match=re.escape(str(error))):
+                _read_in_chunks(path, chunk_bytes)
+            return
+        assert _read_in_chunks(path, chunk_bytes)[1] == text
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff\r]", text)
+    assert text.endswith("\n") and not text.startswith("\n") and text.strip()
+    assert unicodedata.is_normalized("NFC", text)

@@ -9,11 +9,24 @@ import bookgen
 from bookgen.checkpoint import load_checkpoint
 from bookgen.embeddings import VectorCoverage, load_vectors
 from bookgen.errors import BookgenError
-from bookgen.tokenizer import WordTokenizer
+from bookgen.tokenizer import UNK_ID, WordTokenizer
 from tests.conftest import TINY_MODEL
 
 # Vocabulary: <unk> <p> <nl> the(3) Paris(2) cat(2) sat(1) zebu(1): five words.
 WORDS = WordTokenizer.build(["the cat sat Paris the cat the Paris zebu"], min_count=1)
+
+
+def row_of(tokenizer: WordTokenizer):
+    """word -> its embedding row, for words the vocabulary holds (through encode)."""
+
+    def row(word: str) -> int:
+        (token_id,) = tokenizer.encode(word)
+        assert token_id != UNK_ID, word
+        return token_id
+
+    return row
+
+
 EMBED = 3
 
 
@@ -43,7 +56,7 @@ def test_glove_vectors_fill_their_rows_and_leave_the_rest(tmp_path: Path):
     coverage = load_vectors(write(tmp_path, GLOVE), WORDS, EMBED, weight)
     assert coverage == VectorCoverage(found=3, total=5, dim=3)
     assert coverage.fraction == pytest.approx(0.6)
-    row = WORDS.token_to_id
+    row = row_of(WORDS)
     # Exactly the file's numbers, read as float32 (the embedding's type).
     assert torch.equal(weight[row("the")], torch.tensor([0.1, 0.2, 0.3]))
     assert torch.equal(weight[row("cat")], torch.tensor([-1, -2, -0.35]))
@@ -59,8 +72,9 @@ def test_word2vec_text_with_header_and_exact_case_first(tmp_path: Path):
     weight = random_weight()
     coverage = load_vectors(write(tmp_path, lines), WORDS, EMBED, weight)
     assert (coverage.found, coverage.total, coverage.dim) == (2, 5, 3)
-    assert weight[WORDS.token_to_id("Paris")].tolist() == [1, 1, 1]
-    assert weight[WORDS.token_to_id("zebu")].tolist() == [0, 0, 1]
+    row = row_of(WORDS)
+    assert weight[row("Paris")].tolist() == [1, 1, 1]
+    assert weight[row("zebu")].tolist() == [0, 0, 1]
 
 
 def test_a_file_without_vocabulary_words_covers_nothing(tmp_path: Path):
@@ -115,7 +129,7 @@ def test_training_starts_from_the_vectors(tmp_path: Path, monkeypatch):
     bookgen.train(book, tmp_path / "glove", embeddings=str(path), **options)
     plain = load_checkpoint(tmp_path / "plain", which="model")
     glove = load_checkpoint(tmp_path / "glove", which="model")
-    row = glove.tokenizer.token_to_id
+    row = row_of(glove.tokenizer)
     start = plain.model.embedding.weight.detach()
     weight = glove.model.embedding.weight.detach()
     expected = {"Paris": "paris", "said": "said", "Said": "Said", "the": "the"}

@@ -16,8 +16,9 @@ import bookgen
 from bookgen.cli import app
 from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.guard import CopyIndex, CopyRun, file_name, run_hashes
-from bookgen.interactive import ChatSession
+from bookgen.interactive import command
 from bookgen.sampler import SamplingSettings
+from bookgen.story import Story
 from tests.conftest import TINY_MODEL
 
 runner = CliRunner()
@@ -68,6 +69,19 @@ def test_the_guard_keeps_copies_to_max_copy(by_heart):
     assert writer.copy_guard(20).excluded > 0
 
 
+def test_tokens_drawn_again_come_from_the_runs_own_random_seed(by_heart):
+    # A redraw must use the run's generator, not torch's global one: the same random_seed gives
+    # the same guarded text whatever else drew random numbers in between.
+    model, _ = by_heart
+    writer = bookgen.load(model)
+    texts = []
+    for global_seed in (0, 12345):
+        torch.manual_seed(global_seed)
+        texts.append("".join(writer.generate("Her cat", 200, 0.8, random_seed=4, max_copy=20)))
+    assert writer.copy_guard(20).excluded > 0  # the guard did draw again
+    assert texts[0] == texts[1]
+
+
 def test_the_seed_does_not_count(by_heart):
     model, book = by_heart
     writer = bookgen.load(model)
@@ -112,6 +126,13 @@ def test_a_missing_book_and_a_missing_index_is_one_clear_error(by_heart, tmp_pat
         # Off, it needs no book; with the saved index (the model's own folder) neither.
         assert len("".join(bookgen.load(copy).generate("it", 30, max_copy=0))) == 30
         assert len("".join(bookgen.load(model).generate("it", 30))) == 30
+        # In chat, /copy says so when it is typed, not mid-story, and the setting stays off.
+        story = Story(bookgen.load(copy), SamplingSettings(max_copy=0))
+        with pytest.raises(BookgenError, match="not where it was"):
+            command(story, "/copy 40")
+        assert story.settings.max_copy == 0
+        with pytest.raises(BookgenError, match="not where it was"):
+            Story(bookgen.load(copy))  # nor does a story start with a guard it cannot have
     finally:
         shutil.move(tmp_path / "elsewhere.txt", moved)
 
@@ -150,11 +171,11 @@ def test_the_cli_and_chat_set_the_guard(by_heart):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "copy guard:" in result.output  # a by-heart model needs it, and is told so
-    session = ChatSession(bookgen.load(model))
-    assert session.command("/copy 12") == (
+    story = Story(bookgen.load(model))
+    assert command(story, "/copy 12") == (
         "copy 12: never more than 12 characters of the book word for word"
     )
-    assert session.command("/copy 0") == "copy 0: off"
+    assert command(story, "/copy 0") == "copy 0: off"
     assert "--max-copy" in runner.invoke(app, ["sample", "--help"]).output
 
 
@@ -266,13 +287,13 @@ def test_books_too_large_to_index_are_sampled_unguarded_with_a_warning(by_heart,
 
 def test_a_continuation_stopped_in_chat_still_counts_as_the_models_own(by_heart):
     model, _ = by_heart
-    session = ChatSession(bookgen.load(model), SamplingSettings(temperature=0, max_copy=20))
-    pieces = session.turn("Her cat")
+    story = Story(bookgen.load(model), SamplingSettings(temperature=0, max_copy=20))
+    pieces = story.turn("Her cat")
     written = "".join(next(pieces) for _ in range(15))
     pieces.close()  # as a Ctrl-C does
-    assert list(session.primed.copy_run.recent) == session.writer.tokenizer.encode(written)
+    assert list(story.primed.copy_run.recent) == story.writer.tokenizer.encode(written)
     # Going on from there, the copy never runs past 20 characters across the two pieces.
-    more = "".join(session.turn(""))
+    more = "".join(story.turn(""))
     assert longest_copy(written + more, TEXT) <= 20
 
 

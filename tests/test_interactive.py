@@ -13,14 +13,9 @@ import torch
 
 import bookgen
 from bookgen.errors import BookgenError
-from bookgen.interactive import (
-    PROMPT,
-    ChatSession,
-    EndSession,
-    run_chat,
-    typed_text,
-)
+from bookgen.interactive import PROMPT, EndSession, command, run_chat, typed_text
 from bookgen.sampler import SamplingSettings, make_generator
+from bookgen.story import Story
 from tests.conftest import TINY_BOOK, TINY_MODEL
 
 # Drawn at temperature 1 with reproduced draws, the text shows small differences of state that
@@ -50,13 +45,13 @@ def writer(model_folder: Path):
     return bookgen.load(model_folder)
 
 
-def new_session(writer, random_seed: int = 0, **settings) -> ChatSession:
+def new_story(writer, random_seed: int = 0, **settings) -> Story:
     settings = {"temperature": 1.0, "length": LENGTH, **settings}
-    return ChatSession(writer, SamplingSettings(**settings), random_seed=random_seed)
+    return Story(writer, SamplingSettings(**settings), random_seed=random_seed)
 
 
-def say(session: ChatSession, text: str) -> str:
-    return "".join(session.turn(text))
+def say(story: Story, text: str) -> str:
+    return "".join(story.turn(text))
 
 
 def draw(writer, primed, random_seed: int, length: int = LENGTH) -> str:
@@ -80,13 +75,13 @@ def lines_then_eof(*lines: str):
     return read_line
 
 
-# --- the session object ----------------------------------------------------------------------
+# --- the story -------------------------------------------------------------------------------
 
 
 def test_carrying_the_state_equals_rereading_the_history(writer):
-    session = new_session(writer, random_seed=3)
-    first = say(session, "It was")
-    second = say(session, " the age")
+    story = new_story(writer, random_seed=3)
+    first = say(story, "It was")
+    second = say(story, " the age")
 
     # One plain run that reads the whole history, drawing with the same generator.
     generator = make_generator(3)
@@ -95,20 +90,20 @@ def test_carrying_the_state_equals_rereading_the_history(writer):
     primed = writer.prime("It was" + first + " the age")
     assert "".join(writer.stream(primed, HOT, generator)) == second
 
-    assert session.text == "It was" + first + " the age" + second
-    assert session.transcript == [
+    assert story.text == "It was" + first + " the age" + second
+    assert story.transcript == [
         ("user", "It was"),
         ("model", first),
         ("user", " the age"),
         ("model", second),
     ]
-    assert same_state(session.primed, writer.prime(session.text))
+    assert same_state(story.primed, writer.prime(story.text))
 
 
 def test_an_empty_turn_lets_the_model_go_on(writer):
-    session = new_session(writer, random_seed=4)
-    first = say(session, "It was")
-    more = say(session, "")
+    story = new_story(writer, random_seed=4)
+    first = say(story, "It was")
+    more = say(story, "")
     generator = make_generator(4)
     primed = writer.prime("It was")
     assert (
@@ -117,14 +112,14 @@ def test_an_empty_turn_lets_the_model_go_on(writer):
 
 
 def test_undo_restores_the_story_as_if_the_turn_never_happened(writer):
-    undone = new_session(writer)
+    undone = new_story(writer)
     say(undone, "It was")
     say(undone, " the worst")
-    assert undone.command("/undo").startswith("undone")
+    assert command(undone, "/undo").startswith("undone")
     undone.generator = make_generator(7)
     after_undo = say(undone, " the age")
 
-    never = new_session(writer)
+    never = new_story(writer)
     say(never, "It was")
     never.generator = make_generator(7)
     assert after_undo == say(never, " the age")
@@ -132,7 +127,7 @@ def test_undo_restores_the_story_as_if_the_turn_never_happened(writer):
     assert same_state(undone.primed, never.primed)
 
     # Control: the undone turn does change what comes next.
-    kept = new_session(writer)
+    kept = new_story(writer)
     say(kept, "It was")
     say(kept, " the worst")
     kept.generator = make_generator(7)
@@ -142,30 +137,30 @@ def test_undo_restores_the_story_as_if_the_turn_never_happened(writer):
     undone.undo()
     assert undone.transcript == [] and undone.primed is None
     with pytest.raises(BookgenError, match="nothing to undo"):
-        undone.command("/undo")
+        command(undone, "/undo")
 
 
 def test_retry_draws_again_from_the_state_after_the_users_text(writer):
-    session = new_session(writer)
-    first = say(session, "It was")
-    second = "".join(session.command("/retry"))
+    story = new_story(writer)
+    first = say(story, "It was")
+    second = "".join(command(story, "/retry"))
     assert second != first
-    assert session.transcript == [("user", "It was"), ("model", second)]
+    assert story.transcript == [("user", "It was"), ("model", second)]
 
-    session.generator = make_generator(5)
-    third = "".join(session.retry())
+    story.generator = make_generator(5)
+    third = "".join(story.retry())
     assert third == draw(writer, writer.prime("It was"), random_seed=5)
-    assert session.text == "It was" + third
-    assert same_state(session.primed, writer.prime(session.text))
+    assert story.text == "It was" + third
+    assert same_state(story.primed, writer.prime(story.text))
 
 
 def test_reset_starts_from_a_fresh_state(writer):
-    session = new_session(writer, random_seed=1)
-    say(session, "it was the season of Light")
-    assert session.command("/reset").startswith("reset")
-    assert session.transcript == [] and session.primed is None
-    session.generator = make_generator(2)
-    assert say(session, "It was") == say(new_session(writer, random_seed=2), "It was")
+    story = new_story(writer, random_seed=1)
+    say(story, "it was the season of Light")
+    assert command(story, "/reset").startswith("reset")
+    assert story.transcript == [] and story.primed is None
+    story.generator = make_generator(2)
+    assert say(story, "It was") == say(new_story(writer, random_seed=2), "It was")
 
 
 @pytest.mark.parametrize("stop", ["consumer closes", "sampler raises", "next turn begins"])
@@ -180,8 +175,8 @@ def test_a_stopped_turn_keeps_what_was_written_and_a_matching_state(writer, monk
                     raise KeyboardInterrupt  # as if Ctrl-C came while the model computed
 
         monkeypatch.setattr(writer, "stream", interrupted)
-    session = new_session(writer)
-    pieces = session.turn("It was")
+    story = new_story(writer)
+    pieces = story.turn("It was")
     shown = "".join(next(pieces) for _ in range(5))
     if stop == "consumer closes":
         pieces.close()
@@ -189,11 +184,11 @@ def test_a_stopped_turn_keeps_what_was_written_and_a_matching_state(writer, monk
         with pytest.raises(KeyboardInterrupt):
             next(pieces)
     monkeypatch.undo()
-    session.generator = make_generator(9)
-    following = session.turn(" and")  # "next turn begins": this closes the first one
-    assert session.transcript == [("user", "It was"), ("model", shown), ("user", " and")]
+    story.generator = make_generator(9)
+    following = story.turn(" and")  # "next turn begins": this closes the first one
+    assert story.transcript == [("user", "It was"), ("model", shown), ("user", " and")]
     # The state is the state after the text that was shown, so the story goes on from there.
-    assert same_state(session.primed, writer.prime("It was" + shown + " and"))
+    assert same_state(story.primed, writer.prime("It was" + shown + " and"))
     assert "".join(following) == draw(writer, writer.prime("It was" + shown + " and"), 9)
 
 
@@ -209,9 +204,9 @@ def test_a_stopped_turn_keeps_what_was_written_and_a_matching_state(writer, monk
     ],
 )
 def test_settings_commands_acknowledge_the_new_value(writer, line, shown, field, value):
-    session = new_session(writer)
-    assert session.command(line) == shown
-    assert getattr(session.settings, field) == value
+    story = new_story(writer)
+    assert command(story, line) == shown
+    assert getattr(story.settings, field) == value
 
 
 @pytest.mark.parametrize(
@@ -220,22 +215,22 @@ def test_settings_commands_acknowledge_the_new_value(writer, line, shown, field,
     + ["/retry", "/undo"],
 )
 def test_bad_commands_raise_one_line_and_change_nothing(writer, line):
-    session = new_session(writer)
+    story = new_story(writer)
     with pytest.raises(BookgenError) as error:
-        session.command(line)
+        command(story, line)
     assert "\n" not in str(error.value)
-    assert session.settings == HOT
+    assert story.settings == HOT
 
 
 def test_save_writes_the_story_exactly(writer, tmp_path):
-    session = new_session(writer)
-    first = say(session, "It was")
-    second = say(session, "\nIt was the age")
+    story = new_story(writer)
+    first = say(story, "It was")
+    second = say(story, "\nIt was the age")
     path = tmp_path / "stories" / "story.txt"
-    assert str(path) in session.command(f"/save {path}")
+    assert str(path) in command(story, f"/save {path}")
     assert path.read_bytes().decode("utf-8") == "It was" + first + "\nIt was the age" + second
     with pytest.raises(EndSession):
-        session.command("/quit")
+        command(story, "/quit")
 
 
 def test_typed_text_escapes():
@@ -248,13 +243,13 @@ def test_typed_text_escapes():
 
 
 def test_run_chat_prints_the_story_and_acknowledgements(writer):
-    session = new_session(writer)
+    story = new_story(writer)
     out, messages = io.StringIO(), io.StringIO()
     read_line = lines_then_eof("It was", "/temperature 0.5", "", r" and\n§")
-    assert run_chat(session, read_line, out, interactive=False, messages=messages) == 0
-    (_, user1), (_, model1), (_, user2), (_, model2), (_, user3), (_, model3) = session.transcript
+    assert run_chat(story, read_line, out, interactive=False, messages=messages) == 0
+    (_, user1), (_, model1), (_, user2), (_, model2), (_, user3), (_, model3) = story.transcript
     assert (user1, user2, user3) == ("It was", "", " and\n§")
-    assert session.settings.temperature == 0.5
+    assert story.settings.temperature == 0.5
     assert out.getvalue() == f"It was{model1}\n{model2}\n and\n§{model3}\n"
     assert messages.getvalue() == (
         "temperature 0.5\nwarning: not in the model's vocabulary, read as unknown: '§'\n"
@@ -262,30 +257,30 @@ def test_run_chat_prints_the_story_and_acknowledgements(writer):
 
 
 def test_bad_values_give_one_line_and_the_session_goes_on(writer):
-    session = new_session(writer)
+    story = new_story(writer)
     out, messages = io.StringIO(), io.StringIO()
     lines = lines_then_eof("/temperature -1", "/top-p 2", "/length x", "/foo", "It was")
-    assert run_chat(session, lines, out, interactive=False, messages=messages) == 0
+    assert run_chat(story, lines, out, interactive=False, messages=messages) == 0
     errors = messages.getvalue().splitlines()
     assert len(errors) == 4 and all(line.startswith("error: ") for line in errors)
-    assert session.settings == HOT
-    assert out.getvalue() == session.text + "\n" and len(session.text) > len("It was")
+    assert story.settings == HOT
+    assert out.getvalue() == story.text + "\n" and len(story.text) > len("It was")
 
 
 def test_quit_and_ctrl_c_at_the_prompt_end_the_session_with_0(writer):
     out = io.StringIO()
-    assert run_chat(new_session(writer), lines_then_eof("/quit", "It was"), out, False) == 0
+    assert run_chat(new_story(writer), lines_then_eof("/quit", "It was"), out, False) == 0
     assert out.getvalue() == ""
 
     def ctrl_c(prompt: str) -> str:
         raise KeyboardInterrupt
 
-    assert run_chat(new_session(writer), ctrl_c, out, False) == 0
+    assert run_chat(new_story(writer), ctrl_c, out, False) == 0
 
 
 def test_ctrl_c_while_the_model_reads_changes_nothing(writer, monkeypatch):
-    session = new_session(writer)
-    say(session, "It was")
+    story = new_story(writer)
+    say(story, "It was")
     prime = writer.prime
 
     def ctrl_c_once(text, primed=None):
@@ -295,10 +290,10 @@ def test_ctrl_c_while_the_model_reads_changes_nothing(writer, monkeypatch):
     monkeypatch.setattr(writer, "prime", ctrl_c_once)
     out, messages = io.StringIO(), io.StringIO()
     lines = lines_then_eof(" a long text", "/undo")
-    assert run_chat(session, lines, out, interactive=False, messages=messages) == 0
+    assert run_chat(story, lines, out, interactive=False, messages=messages) == 0
     # The stopped turn left no trace: /undo takes back the turn before it.
     assert messages.getvalue() == "(stopped)\nundone: the story is back to 0 characters\n"
-    assert out.getvalue() == "" and session.transcript == []
+    assert out.getvalue() == "" and story.transcript == []
 
 
 class CtrlCAfterWrites(io.StringIO):
@@ -319,16 +314,16 @@ class CtrlCAfterWrites(io.StringIO):
 
 
 def test_ctrl_c_while_writing_stops_the_turn_and_the_session_goes_on(writer):
-    session = new_session(writer)
+    story = new_story(writer)
     out, messages = CtrlCAfterWrites(5), io.StringIO()
     # interactive: the user's text is on screen already, so each write is one piece.
-    assert run_chat(session, lines_then_eof("It was", " and"), out, True, messages) == 0
+    assert run_chat(story, lines_then_eof("It was", " and"), out, True, messages) == 0
     assert messages.getvalue() == "(stopped)\n"
-    stopped, finished = session.transcript[1][1], session.transcript[3][1]
+    stopped, finished = story.transcript[1][1], story.transcript[3][1]
     assert stopped == "".join(out.writes[:5])
-    assert session.transcript[2] == ("user", " and") and len(finished) > len(stopped)
+    assert story.transcript[2] == ("user", " and") and len(finished) > len(stopped)
     assert out.getvalue() == f"{stopped}\n{finished}\n\n"
-    assert same_state(session.primed, writer.prime(session.text))
+    assert same_state(story.primed, writer.prime(story.text))
 
 
 # --- real processes --------------------------------------------------------------------------

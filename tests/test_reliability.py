@@ -15,18 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import bookgen
 from bookgen import step as one_step
 from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_metrics, read_tensors
 from bookgen.cli import app
-from bookgen.corpus import clean_text, decode_bytes
 from bookgen.errors import BookgenError
 from bookgen.events import Notice, Saved, Stepped, TrainingInterrupted
-from bookgen.tokenizer import CharTokenizer
 from tests.conftest import TINY_MODEL
 
 RESUME_RUN = dict(TINY_MODEL, steps=60, eval_every=20, dropout=0.1, random_seed=5)
@@ -302,25 +298,6 @@ def test_unwritable_output_folder_is_a_clear_error(tiny_book: Path, tmp_path: Pa
     blocker.write_text("not a folder")
     with pytest.raises(BookgenError, match="exists and is not a folder|cannot create"):
         bookgen.train(tiny_book, blocker / "sub", steps=2, **TINY_MODEL)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=400))
-def test_arbitrary_bytes_are_decoded_or_refused_cleanly(data: bytes):
-    try:
-        text, _ = decode_bytes(data)
-    except BookgenError:
-        return
-    cleaned = clean_text(text)
-    assert "\x00" not in cleaned and "\r" not in cleaned
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.text(min_size=1), st.text())
-def test_char_round_trip_for_covered_text(train_text: str, probe: str):
-    tokenizer = CharTokenizer.build([train_text])
-    covered = "".join(c for c in probe if c in set(train_text)) or train_text
-    assert tokenizer.decode(tokenizer.encode(covered)) == covered
 
 
 def test_disk_full_mid_training_keeps_the_previous_checkpoint(

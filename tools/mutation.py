@@ -13,7 +13,7 @@ many hours on two cores, so by default a fixed sample is run (chosen by a hash o
 name: the same sample every time, so a score before a change and after it compare the same
 mutants; a smaller sample is part of a larger one). An interrupted run goes on where it was.
 
-    python tools/mutation.py                  # the default sample (an eighth of the mutants)
+    python tools/mutation.py                  # the default sample (a sixteenth of the mutants)
     python tools/mutation.py --sample 1       # all of them
     python tools/mutation.py --report         # score what mutants/ already holds, run nothing
     python tools/mutation.py --show           # ... and print every survivor's diff
@@ -174,7 +174,7 @@ def show(survivors: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", type=float, default=0.125, help="share of mutants to run")
+    parser.add_argument("--sample", type=float, default=1 / 16, help="share of mutants to run")
     parser.add_argument("--report", action="store_true", help="score mutants/ as it is")
     parser.add_argument("--show", action="store_true", help="print each survivor's diff")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/mutation.json")

@@ -1,0 +1,212 @@
+"""Looking at books, runs and texts: `bookgen corpus`, `explain`, `eval`, `report`, `style`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bookgen.cli.console import err
+from bookgen.cli.options import (
+    BatchSizeOption,
+    BooksArgument,
+    BpttOption,
+    CheckpointOption,
+    JsonOption,
+    LevelOption,
+    given,
+)
+from bookgen.settings import TrainConfig
+
+
+def corpus(
+    paths: BooksArgument,
+    dump: Annotated[
+        Optional[Path],
+        typer.Option(help="Write the exact cleaned text that training will see (UTF-8)."),
+    ] = None,
+) -> None:
+    """Show how bookgen reads your books: encoding, Gutenberg licence stripped, characters.
+
+    Real books come in many encodings and line-end conventions; bookgen decodes them, turns every
+    line end into \\n, drops control characters and removes the Project Gutenberg licence, so the
+    model learns the book and not the licence.
+    """
+    from bookgen.catalog import resolve_inputs
+    from bookgen.corpus import read_corpus
+    from bookgen.files import atomic_write
+
+    documents = read_corpus(resolve_inputs(paths))
+    table = Table(title="bookgen corpus")
+    # A book's name is more use whole than the other columns.
+    table.add_column("book", no_wrap=True, min_width=max(len(d.name) for d in documents))
+    for column in ("encoding", "gutenberg header", "characters", "distinct"):
+        table.add_column(
+            column, justify="right" if column in ("characters", "distinct") else "left"
+        )
+    for d in documents:
+        stripped = "stripped" if d.gutenberg_stripped else "none"
+        table.add_row(d.name, d.encoding, stripped, f"{d.chars:,}", str(d.distinct_chars))
+    Console().print(table)
+    if dump is not None:
+        atomic_write(dump, "".join(d.text for d in documents).encode("utf-8"))
+        err.print(f"wrote the cleaned text to {dump}")
+
+
+def explain(
+    context: typer.Context,
+    paths: BooksArgument,
+    batch_size: BatchSizeOption = TrainConfig.batch_size,
+    bptt: BpttOption = TrainConfig.bptt,
+    windows: Annotated[
+        int, typer.Option(help="How many windows of each row to show side by side.")
+    ] = 3,
+    level: LevelOption = TrainConfig.level,
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="A trained model: explain with its tokenizer and settings (its --batch-size, "
+            "--bptt and --level are then the defaults), and measure what its carried state is "
+            "worth on these books (bits per character, carried vs reset every T)."
+        ),
+    ] = None,
+) -> None:
+    """Show, on your own books, how training cuts them into batch rows and windows.
+
+    The books are read exactly as `bookgen train` reads them (the first 90% of each, end to end)
+    and cut into B rows, one stream each. Each step reads the next T tokens of every row, so row
+    i of one window continues row i of the window before it, and the hidden state carried from
+    window to window belongs to the text read next. The tables show where each row begins, its
+    first windows side by side, and where a row crosses into the next book and its state is
+    reset (|*).
+    """
+    from bookgen.explain import explain_renderables, explain_streams, state_value
+
+    options = given(context, TrainConfig)  # not given: training's default, or the checkpoint's
+    with err.status("reading the books"):
+        explanation = explain_streams(
+            paths, options.get("batch_size"), options.get("bptt"), windows, checkpoint,
+            options.get("level"),
+        )  # fmt: skip
+    value = None
+    if checkpoint is not None:
+        with err.status("scoring the model, state carried and reset every T tokens"):
+            value = state_value(paths, checkpoint, explanation.bptt)
+    console = Console()
+    for renderable in explain_renderables(explanation, value, width=console.width):
+        console.print(renderable)
+
+
+def evaluate(
+    paths: BooksArgument,
+    checkpoint: CheckpointOption = None,
+    reset_every: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Reset the hidden state every N tokens, as a model with only N tokens of "
+            "context would read: compare with the default (carried state) to see what the "
+            "state is worth."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score a model on text: nats per token, perplexity and bits per character.
+
+    The text is read as for training and run through the model with its state carried along.
+    Bits per character (total bits / characters, each character of a piece read as unknown
+    charged 8 bits) is comparable between character and word models on the same text; lower
+    is better.
+    """
+    from bookgen.evaluation import evaluate_texts
+
+    scores = evaluate_texts(paths, checkpoint, reset_every=reset_every)
+    if as_json:
+        print(json.dumps(scores))
+        return
+    table = Table(
+        title="bookgen eval" + (f" (state reset every {reset_every})" if reset_every else "")
+    )
+    for key in ("tokens", "chars", "nats_per_token", "perplexity", "bits_per_char"):
+        table.add_column(key, justify="right")
+    table.add_row(
+        f"{scores['tokens']:,}", f"{scores['chars']:,}", f"{scores['nats_per_token']:.4f}",
+        f"{scores['perplexity']:.2f}", f"{scores['bits_per_char']:.4f}",
+    )  # fmt: skip
+    Console().print(table)
+
+
+def report(
+    checkpoint: CheckpointOption = None,
+    png: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Also draw the loss curves into this PNG image (800 x 450, with matplotlib)."
+        ),
+    ] = None,
+) -> None:
+    """Show a training run: its books, model and settings, what it reached, its loss curves.
+
+    Read from the checkpoint folder alone (checkpoint.json and metrics.jsonl); nothing is
+    trained or scored again. Losses are nats per token on the held-out text (the last
+    --val-fraction of each book) and on the training windows since the evaluation before; bits
+    per character is comparable between character and word models. One point per evaluation
+    (train --eval-every): a run with no evaluation yet shows its settings and no curve.
+    """
+    from bookgen.report import load_report, report_renderables, write_png
+
+    run = load_report(checkpoint)
+    if png is not None:  # before printing: a bad --png is then the only line shown
+        written = write_png(run, png)
+    console = Console()
+    for renderable in report_renderables(run, width=min(console.width, 100)):
+        console.print(renderable)
+    if png is not None:
+        err.print(f"curves written to {written}", markup=False, soft_wrap=True)
+
+
+def style(
+    text: Annotated[
+        Path,
+        typer.Argument(
+            help="The text to judge, e.g. a sample saved with bookgen sample > sample.txt.",
+            show_default=False,
+        ),
+    ],
+    checkpoint: CheckpointOption = None,
+    against: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="Another book to measure the distance to: a file, a folder of .txt books or a "
+            "catalogue name; repeat for more (--against moby-dick --against little-women).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """How close is a text to the book the model learned from, and to other books?
+
+    Copying: the longest run of characters of the text found verbatim in the training book,
+    and the share of the text's 20-character runs (one starting at each character) found
+    there; spaces and line ends are compared as one space. Style: sentence and word lengths,
+    punctuation, the share of characters in quotation marks, the type-token ratio over
+    windows of equal length and the rates of the book's commonest function words, for the
+    text beside the book. Distance to each book, lower is closer: Burrows' Delta and Cosine
+    Delta (the commonest words of all the books, z-scored over chunks of them) and the bits
+    per character of the text under a character n-gram model of the book. The closest book
+    is the one with the fewest bits per character: that measure reads every character, so it
+    also judges an early model's half-formed words. No model is loaded: the training books
+    are read again from where they were trained. --json prints the settings used.
+    """
+    from bookgen.style import compare_style, style_tables
+
+    result = compare_style(text, checkpoint, against or ())
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    console = Console()
+    for renderable in style_tables(result):
+        console.print(renderable)

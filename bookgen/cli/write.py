@@ -1,0 +1,104 @@
+"""Writing with a trained model: `bookgen sample` (one continuation) and `bookgen chat`."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+
+from bookgen.cli.console import err
+from bookgen.cli.options import (
+    CheckpointOption,
+    LengthOption,
+    MaxCopyOption,
+    RandomSeedOption,
+    TemperatureOption,
+    TopKOption,
+    TopPOption,
+)
+from bookgen.settings import SamplingSettings as Sampling
+
+
+def sample(
+    seed: Annotated[
+        str,
+        typer.Option(
+            help="Text to start from. The model reads all of it first, then continues it."
+        ),
+    ] = "",
+    checkpoint: CheckpointOption = None,
+    length: LengthOption = Sampling.length,
+    temperature: TemperatureOption = Sampling.temperature,
+    top_k: TopKOption = Sampling.top_k,
+    top_p: TopPOption = Sampling.top_p,
+    max_copy: MaxCopyOption = Sampling.max_copy,
+    random_seed: RandomSeedOption = None,
+) -> None:
+    """Write a continuation of --seed in the style of the book.
+
+    stdout carries only the seed and the continuation, streamed as it is written, so it can be
+    piped. The continuation is drawn at random from the model's predictions, so a model primed
+    with "K" may well go on with any letter; use --temperature 0 for the single likeliest text.
+    The copy guard (--max-copy) keeps the model from writing out long passages of its book; the
+    seed is yours and does not count.
+    """
+    from bookgen.sampler import load
+
+    settings = Sampling(
+        length=length, temperature=temperature, top_k=top_k, top_p=top_p, max_copy=max_copy
+    )  # a bad setting fails here, before the model loads
+    writer = load(checkpoint)
+    guard = writer.copy_guard(max_copy)  # its index, built now if need be: before the seed shows
+    pieces = writer.generate(seed, random_seed=random_seed, **asdict(settings))
+    out = sys.stdout
+    out.write(seed)
+    for piece in pieces:
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    out.flush()
+    if guard is not None and guard.excluded:
+        _say_what_the_guard_did(guard, max_copy)
+
+
+def _say_what_the_guard_did(guard, max_copy: int) -> None:
+    # Some are the index's false alarms (about 1 draw in 1,300), so they are not all copies.
+    fallbacks = (
+        f"; {guard.fallbacks} could not be, nothing else being left" if guard.fallbacks else ""
+    )
+    err.print(
+        f"copy guard: {guard.excluded} token(s) drawn again, where a run of the book would "
+        f"have grown past {max_copy} characters (or, about 1 draw in 1,300, a false alarm)"
+        + fallbacks,
+        style="dim",
+        markup=False,
+    )
+
+
+def chat(
+    checkpoint: CheckpointOption = None,
+    length: LengthOption = Sampling.length,
+    temperature: TemperatureOption = Sampling.temperature,
+    top_k: TopKOption = Sampling.top_k,
+    top_p: TopPOption = Sampling.top_p,
+    max_copy: MaxCopyOption = Sampling.max_copy,
+    random_seed: RandomSeedOption = None,
+) -> None:
+    """Write a story together with the model, turn by turn, in the terminal.
+
+    You type some text, the model continues it; then you type more. The model's hidden state
+    carries across turns, so it remembers the whole story without re-reading it; only your new
+    text is read each turn. Your text is read exactly as typed (start with a space to begin a
+    new word). Type /help in the session for commands (/undo, /retry, /reset, /temperature,
+    /copy, /save, /quit). Ctrl-C stops the model mid-turn; Ctrl-C or Ctrl-D at an empty prompt
+    ends the session. With stdin from a pipe, each line is one turn:
+    printf 'It was\\n/quit\\n' | bookgen chat
+    """
+    from bookgen.interactive import chat_main
+
+    settings = Sampling(
+        length=length, temperature=temperature, top_k=top_k, top_p=top_p, max_copy=max_copy
+    )
+    raise typer.Exit(chat_main(checkpoint, random_seed, settings))

@@ -1,0 +1,142 @@
+"""A story written with the model in turns: the library object behind `bookgen chat`.
+
+The story is stateful. The model reads each turn's new text once, starting from its hidden
+state after everything before, so a long story costs no more per turn than a short one:
+
+    turn 1:  fresh state --read "It was"--> s1 --write " the best of"--> s2
+    turn 2:  s2 --read " times"--> s3 --write ", it was"--> s4        (never re-reads turn 1)
+
+Every turn keeps two snapshots: the state before it (for `undo`) and the state after the
+user's text (for `retry`). What a person types and sees (slash commands, help, the terminal)
+is interactive.py's; here are only the text, the state and the settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bookgen.errors import BookgenError
+from bookgen.files import atomic_write
+from bookgen.sampler import Primed, SamplingSettings, TextGenerator, make_generator
+
+
+@dataclass
+class Snapshot:
+    """What one turn changed, so it can be taken back (undo) or written again (retry)."""
+
+    before: Primed | None  # the state before the user's text (None: fresh)
+    transcript_length: int  # transcript entries before the turn
+    after_user: Primed  # the state after the user's text, before the continuation
+
+
+class Story:
+    """The text so far, the model's state after it, and the settings it is written with."""
+
+    def __init__(
+        self,
+        writer: TextGenerator,
+        settings: SamplingSettings | None = None,
+        random_seed: int | None = None,
+    ) -> None:
+        self.writer = writer
+        self.use(settings or SamplingSettings())  # `length` is per turn
+        self.generator: torch.Generator = make_generator(random_seed)
+        self.primed: Primed | None = None  # None: the model has read nothing yet
+        self.snapshots: list[Snapshot] = []  # one per turn, oldest first
+        self.transcript: list[tuple[str, str]] = []  # ("user" | "model", text), in story order
+        self._writing: Generator[str, None, None] | None = None  # the continuation being read
+
+    @property
+    def text(self) -> str:
+        """The story so far: the user's text as given to `turn`, the model's as written."""
+        return "".join(text for _, text in self.transcript)
+
+    def use(self, settings: SamplingSettings) -> None:
+        """Write from now on with `settings`. Their copy guard is set up now (its index built
+        if need be), so a book that cannot be had is said now, not in the middle of a turn."""
+        self.writer.copy_guard(settings.max_copy)
+        self.settings = settings
+
+    def turn(self, user_text: str) -> Generator[str, None, None]:
+        """Read `user_text` (now), then return the continuation, to be drawn piece by piece.
+
+        An empty `user_text` lets the model go on from where it stands. A continuation still
+        being read is closed first, keeping what was read of it (as in retry, undo, reset, save).
+        """
+        self._stop_writing()
+        snapshot = Snapshot(
+            before=self.primed.copy() if self.primed is not None else None,
+            transcript_length=len(self.transcript),
+            after_user=self.writer.prime(user_text, self.primed).copy(),
+        )
+        # Only now, with the text read, does anything change (a Ctrl-C above changes nothing).
+        self.snapshots.append(snapshot)
+        self.transcript.append(("user", user_text))
+        return self._write_from(snapshot.after_user)
+
+    def retry(self) -> Generator[str, None, None]:
+        """Drop the last continuation and draw a new one from the same state."""
+        if not self.snapshots:
+            raise BookgenError("nothing to retry yet")
+        self._stop_writing()
+        snapshot = self.snapshots[-1]
+        del self.transcript[snapshot.transcript_length + 1 :]  # keep the user's text
+        return self._write_from(snapshot.after_user)
+
+    def undo(self) -> None:
+        """Take back the last turn: the state and the text are as they were before it."""
+        if not self.snapshots:
+            raise BookgenError("nothing to undo")
+        self._stop_writing()
+        snapshot = self.snapshots.pop()
+        del self.transcript[snapshot.transcript_length :]
+        self.primed = snapshot.before.copy() if snapshot.before is not None else None
+
+    def reset(self) -> None:
+        """Start a new story: the model forgets everything, as in a new session."""
+        self._stop_writing()
+        self.primed = None
+        self.snapshots.clear()
+        self.transcript.clear()
+
+    def save(self, path: str | Path) -> Path:
+        """Write the story so far to `path` (UTF-8, exactly as `text`); returns the path."""
+        self._stop_writing()
+        path = Path(path).expanduser()
+        atomic_write(path, self.text.encode("utf-8"))
+        return path
+
+    def _stop_writing(self) -> None:
+        if self._writing is not None:
+            self._writing.close()
+            self._writing = None
+
+    def _write_from(self, start: Primed) -> Generator[str, None, None]:
+        # The continuation advances self.primed in place: `start` stays a snapshot.
+        self.primed = start.copy()
+        self._writing = self._continue(start)
+        return self._writing
+
+    def _continue(self, start: Primed) -> Generator[str, None, None]:
+        """Stream the continuation from `self.primed` (equal to `start`), recording it."""
+        pieces = self.writer.stream(self.primed, self.settings, self.generator)
+        written: list[str] = []
+        finished = False
+        try:
+            for piece in pieces:
+                written.append(piece)
+                yield piece
+            finished = True
+        finally:
+            # Runs on completion, on close() (the consumer stopped) and on KeyboardInterrupt.
+            pieces.close()
+            text = "".join(written)
+            self.transcript.append(("model", text))
+            if not finished:
+                # The state must be the state after the text shown, still counted as the
+                # model's own by the copy guard.
+                self.primed = self.writer.prime_written(text, start.copy(), self.settings.max_copy)
