@@ -325,10 +325,6 @@ def ensure_index(
     return index
 
 
-# The trainer's name for `ensure_index` until trainer.py calls that (issue 23); then delete this.
-save_index = ensure_index
-
-
 def book_hashes(corpus: dict) -> list[str]:
     """The sha256 of each training book, as recorded: what an index is checked against."""
     return [d.get("sha256") for d in corpus.get("documents", [])]

@@ -94,7 +94,7 @@ class RunSaver:
         if reason is not None:
             return reason
         try:
-            guard.save_index(self.out, self.corpus, self.tokenizer, SAMPLING.max_copy, self.texts)
+            guard.ensure_index(self.out, self.corpus, self.tokenizer, SAMPLING.max_copy, self.texts)
         except BookgenError as error:  # the books moved during training: sampling will say
             return f"copy guard: no index built ({error})"
         return None
