@@ -3,7 +3,7 @@
 Everything is measured here, in one run, on random tokens of the chosen shape (speed does not
 depend on what the weights have learned):
 
-- training tokens/s of bookgen's own step (`trainer.train_step`) in fp32 and, where it runs, bf16
+- training tokens/s of bookgen's own step (`step.train_step`) in fp32 and, where it runs, bf16
   autocast, and the precision `--precision auto` would pick from those two figures;
 - the baseline: the stock PyTorch recipe on the same model (one multi-layer fp32 `nn.LSTM`,
   embedding and tied linear output, dropout as bookgen's, AdamW, gradient clipping: PyTorch's
@@ -41,9 +41,9 @@ from bookgen.errors import BookgenError
 from bookgen.model import ModelConfig, RecurrentLM
 from bookgen.sampler import TextGenerator
 from bookgen.settings import BenchSettings, TrainConfig
+from bookgen.step import make_optimizer, train_step
 from bookgen.streams import Window
 from bookgen.tokenizer import CharTokenizer
-from bookgen.trainer import make_optimizer, train_step
 
 # BenchSettings (what is measured) lives with every other setting in settings.py, away from
 # torch, so that `bookgen bench --help` reads its defaults without loading torch.
@@ -87,7 +87,7 @@ def random_window(settings: BenchSettings, generator: torch.Generator) -> Window
     shape = (settings.bptt + 1, settings.batch_size)
     tokens = torch.randint(1, settings.vocab_size, shape, generator=generator)
     flags = torch.zeros(shape[0] - 1, shape[1], dtype=torch.bool)
-    return Window(tokens[:-1], tokens[1:], flags, ~flags, start=0, epoch=0)
+    return Window(tokens[:-1], tokens[1:], flags, ~flags, start=0)
 
 
 class StockLM(nn.Module):

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from bookgen.cache import add_to_record, read_record
-from bookgen.cache import cache_dir as cache_dir  # tokencache.py's import, until it reads cache.py
 from bookgen.errors import BookgenError
+from bookgen.settings import Device, Precision
 
 PRECISIONS = ("fp32", "bf16")
 CACHE_RECORD = "precision.json"  # in the cache folder (cache.py): measured choices and speeds
@@ -68,8 +68,7 @@ def resolve_device(name: str) -> torch.device:
     """ "auto" is CUDA when a GPU is present, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise BookgenError(f"--device must be auto, cpu or cuda, not {name!r}")
+    Device.parse(name, "--device")  # the one check of the allowed values
     if name == "cuda" and not torch.cuda.is_available():
         raise BookgenError("--device cuda: no CUDA GPU is available here (use --device cpu)")
     return torch.device(name)
@@ -163,6 +162,7 @@ def choose_precision(
     cache_key: str,
 ) -> PrecisionChoice:
     """fp32 or bf16: as asked, or (auto) whichever trains this model faster on this machine."""
+    requested = Precision.parse(requested, "--precision")  # the one check of the allowed values
     if requested == "fp32":
         return PrecisionChoice("fp32", "asked")
     if requested == "bf16":
@@ -172,8 +172,6 @@ def choose_precision(
                 f"{context_device.type} (no bf16 kernel); use --precision fp32 or auto"
             )
         return PrecisionChoice("bf16", "asked")
-    if requested != "auto":
-        raise BookgenError(f"--precision must be auto, bf16 or fp32, not {requested!r}")
     if not bf16_runs(context_device.type, cell):
         # Nothing to choose between: no probe, no cost (the start line says why).
         return PrecisionChoice("fp32", "bf16 does not run here")

@@ -30,7 +30,7 @@ from __future__ import annotations
 import mmap
 import random
 from collections.abc import Iterator
-from dataclasses import InitVar, dataclass
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
@@ -83,8 +83,6 @@ class Window:
     resets: torch.Tensor  # (T, B) bool: zero the row's state before consuming inputs[t]
     loss_mask: torch.Tensor  # (T, B) bool: False where the target starts a new book
     start: int  # position of inputs[0] within each row
-    # Accepted and dropped: bench.py still passes it (a window does not need its epoch).
-    epoch: InitVar[int] = 0
 
     def rows(self, rows: slice) -> Window:
         """The same window for some of the rows (one training process's share)."""

@@ -37,7 +37,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from bookgen.context import cache_dir
+from bookgen.cache import cache_dir
 from bookgen.corpus import BookFile, Document, book_text, scan_book
 from bookgen.errors import BookgenError
 from bookgen.files import atomic_folder

@@ -43,16 +43,11 @@ from bookgen.settings import TrainConfig
 from bookgen.step import (
     all_finite,
     forward_backward,
-    make_optimizer,
-    train_step,
     update,
     window_loss,
 )
 from bookgen.streams import Window
 from bookgen.validation import Validation
-
-# The step's home is step.py; bench.py still imports these two from here.
-__all__ = ["Trainer", "make_optimizer", "train_step"]
 
 
 class Trainer:
@@ -184,7 +179,7 @@ class Trainer:
         )
         return BookgenError(
             f"training diverged: {what}, and {last}. "
-            f"Try a lower --lr than {self.config.learning_rate:g}"
+            f"Try a lower --learning-rate than {self.config.learning_rate:g}"
         )
 
     def _stop_if_asked(self, agreed: Agreement) -> None:

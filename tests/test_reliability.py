@@ -140,7 +140,7 @@ def changed(a: dict, b: dict) -> list[str]:
 
 
 def test_absurd_learning_rate_never_reaches_the_saved_weights(tiny_book: Path, tmp_path: Path):
-    """At --lr 1e30 the first update is finite, the second overflows the weights (AdamW's decay,
+    """At --learning-rate 1e30 the first update is finite, the second overflows the weights (AdamW's decay,
     p *= 1 - lr * wd, with a finite loss and gradient): training stops at that step, before it
     is saved, so every save holds finite weights and the folder's last one is the step before.
     (Skipped non-finite steps are the next test's.)"""
@@ -154,7 +154,7 @@ def test_absurd_learning_rate_never_reaches_the_saved_weights(tiny_book: Path, t
     assert re.fullmatch(
         rf"training diverged: the update of step {last + 1} made the weights infinite or NaN "
         r"\(its loss was [\d.e+-]+\); that step was not saved, and the last good checkpoint is "
-        rf"in {re.escape(str(out))}\. Try a lower --lr than 1e\+30",
+        rf"in {re.escape(str(out))}\. Try a lower --learning-rate than 1e\+30",
         str(error.value),
     ), error.value
     assert list(saves) == stepped == list(range(1, last + 1))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bookgen.context import cache_dir
+from bookgen.cache import cache_dir
 from bookgen.corpus import open_corpus, read_corpus
 from bookgen.streams import StreamBatcher, TokenStream, token_dtype
 from bookgen.tokencache import tokenize_corpus

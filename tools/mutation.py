@@ -71,11 +71,11 @@ TRAINER_PARTS = [
 ]
 CORE = {
     "streams": ["bookgen.streams.*"],
-    "model": ["bookgen.model.*"],
+    "model": ["bookgen.model.*", "bookgen.settings.xǁModelConfigǁ*"],
     "scoring": ["bookgen.scoring.*"],
     "trainer (step and loop)": [f"bookgen.{part}__mutmut_*" for part in TRAINER_PARTS],
     "checkpoint": ["bookgen.checkpoint.*"],
-    "sampler": ["bookgen.sampler.*"],
+    "sampler": ["bookgen.sampler.*", "bookgen.settings.xǁSamplingSettingsǁ*"],
     "guard": ["bookgen.guard.*"],
 }
 

@@ -84,7 +84,7 @@ def explain(
     first windows side by side, and where a row crosses into the next book and its state is
     reset (|*).
     """
-    from bookgen.explain import explain_renderables, explain_streams, state_value
+    from bookgen.explain import explain_renderables, explain_streams
 
     options = given(context, TrainConfig)  # not given: training's default, or the checkpoint's
     with err.status("reading the books"):
@@ -92,12 +92,8 @@ def explain(
             paths, options.get("batch_size"), options.get("bptt"), windows, checkpoint,
             options.get("level"),
         )  # fmt: skip
-    value = None
-    if checkpoint is not None:
-        with err.status("scoring the model, state carried and reset every T tokens"):
-            value = state_value(paths, checkpoint, explanation.bptt)
     console = Console()
-    for renderable in explain_renderables(explanation, value, width=console.width):
+    for renderable in explain_renderables(explanation, width=console.width):
         console.print(renderable)
 
 
