@@ -140,9 +140,10 @@ def changed(a: dict, b: dict) -> list[str]:
 
 
 def test_absurd_learning_rate_never_reaches_the_saved_weights(tiny_book: Path, tmp_path: Path):
-    """At --learning-rate 1e30 the first update is finite, the second overflows the weights (AdamW's decay,
-    p *= 1 - lr * wd, with a finite loss and gradient): training stops at that step, before it
-    is saved, so every save holds finite weights and the folder's last one is the step before.
+    """At a learning rate of 1e30 the first update is finite, the second overflows the weights
+    (AdamW's decay, p *= 1 - lr * wd, with a finite loss and gradient): training stops at that
+    step, before it is saved, so every save holds finite weights and the folder's last one is the
+    step before.
     (Skipped non-finite steps are the next test's.)"""
     out, events = tmp_path / "diverge", []
     saves, hook = record_saves(out, events)

@@ -12,6 +12,7 @@ from bookgen.checkpoint import load_checkpoint, read_metrics
 from bookgen.corpus import open_corpus, read_document
 from bookgen.errors import BookgenError
 from bookgen.events import Evaluated, Saved, Started, Stepped, Tokenizing
+from bookgen.settings import TrainConfig
 from bookgen.streams import StreamBatcher
 from tests.by_hand import CLOSE, nats_by_hand, split_by_hand, stream_by_hand
 from tests.conftest import TINY_MODEL
@@ -51,8 +52,15 @@ def test_same_seed_same_run(tiny_book: Path, tmp_path: Path):
 
 def test_epoch_budget_and_bits_per_char(tiny_book: Path, tmp_path: Path):
     result = bookgen.train(tiny_book, tmp_path / "e", epochs=2, eval_every=1000, **TINY_MODEL)
+    assert result.out == tmp_path / "e" and result.steps == result.metrics[-1]["step"]
     (record,) = result.metrics
     assert record["epoch"] == pytest.approx(2.0)
+    # The last evaluation (off the eval_every cadence) records the rate the schedule ends on:
+    # the floor of the cosine decay, still inside the warm-up if the run is that short.
+    defaults = TrainConfig(epochs=2)
+    warmup = min(1.0, (record["step"] + 1) / defaults.warmup_steps)
+    end_rate = defaults.learning_rate * warmup * defaults.min_lr_ratio
+    assert record["lr"] == pytest.approx(end_rate, rel=1e-9)
     # For characters, bits per character is nats per token / ln 2.
     assert record["val_bits_per_char"] == pytest.approx(record["val_loss"] / 0.6931471805599453)
 
