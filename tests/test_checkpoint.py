@@ -115,6 +115,7 @@ def test_not_a_checkpoint(tmp_path: Path):
         lambda m: m.pop("files"),
         lambda m: m["files"].pop("train_state"),
         lambda m: m["files"].update(model="../../etc/passwd"),
+        lambda m: m["files"].update(model=".."),  # the folder above, without a slash
         lambda m: m["progress"].update(surprise=1),
     ],
 )
