@@ -115,7 +115,6 @@ def test_not_a_checkpoint(tmp_path: Path):
         lambda m: m.pop("files"),
         lambda m: m["files"].pop("train_state"),
         lambda m: m["files"].update(model="../../etc/passwd"),
-        lambda m: m["files"].update(model=".."),  # the folder above, without a slash
         lambda m: m["progress"].update(surprise=1),
     ],
 )
@@ -125,6 +124,17 @@ def test_a_manifest_with_missing_or_odd_fields_is_one_clear_error(trained: Path,
     (trained / MANIFEST).write_text(json.dumps(m))
     with pytest.raises(BookgenError, match="damaged"):
         bookgen.train(tiny_book, trained, resume=True)
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "..", ".hidden", "sub\\model.safetensors"])
+def test_the_files_a_manifest_names_stay_in_its_folder(trained: Path, name: str):
+    m = manifest(trained)
+    m["files"]["model"] = name
+    (trained / MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(
+        BookgenError, match=r"damaged checkpoint manifest \(no valid files\.model\)"
+    ):
+        load_checkpoint(trained)
 
 
 def test_a_format_2_checkpoint_resumes_with_its_seed(tiny_book: Path, tmp_path: Path):
