@@ -124,3 +124,18 @@ def test_the_package_loads_torch_only_when_its_api_is_used():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("columns", ["60", "200"])
+def test_a_commands_description_is_wrapped_to_the_terminal_not_the_source(columns: str):
+    # The docstring breaks after "Each step"; the help must not, on a narrow or a wide terminal.
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": columns})
+    assert result.exit_code == 0, result.output
+    lines = [line.strip(" │") for line in result.stdout.splitlines()]
+    start = next(i for i, line in enumerate(lines) if "Each step" in line)
+    assert not lines[start].endswith("Each step")
+    if columns == "200":
+        assert (
+            "Each step reads the next --bptt tokens of every stream; the hidden state"
+            in (lines[start])
+        )

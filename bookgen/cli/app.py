@@ -7,6 +7,7 @@ answer without loading either.
 
 from __future__ import annotations
 
+import inspect as inspect_module
 from typing import Annotated
 
 import typer
@@ -46,8 +47,19 @@ COMMANDS = {
     "chat": write.chat,
     "bench": bench.bench,
 }
+
+
+def _paragraphs(doc: str | None) -> str | None:
+    """A docstring's paragraphs, each on one line: typer's rich help keeps a docstring's line
+    breaks, which a terminal narrower than the source then wraps into ragged lines."""
+    if doc is None:
+        return None
+    paragraphs = inspect_module.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
+
+
 for name, command in COMMANDS.items():
-    app.command(name=name)(clean_errors(command))
+    app.command(name=name, help=_paragraphs(command.__doc__))(clean_errors(command))
 
 
 def main() -> None:
