@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import functools
 import glob
 import hashlib
@@ -41,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bookgen.encodings import legacy_guesses
 from bookgen.errors import BookgenError, BookgenWarning
 
 CHUNK_BYTES = 1 << 23  # 8 MiB read at a time: pieces this size keep numpy fast and memory small
@@ -55,6 +57,7 @@ class Document:
     text: str = field(repr=False)  # a whole book is too long to show in a repr
     encoding: str  # as scan_book detected it
     gutenberg_stripped: bool
+    confidence: float | None = None  # as BookScan.confidence
 
     @property
     def chars(self) -> int:
@@ -92,6 +95,9 @@ class BookScan:
     begin: int  # the book's text is [begin, end) of the cleaned file, plus one final "\n"
     end: int
     alphabet: str = field(repr=False)  # every character of the cleaned file and "\n", sorted
+    # How sure the detector was of `encoding` (0-1); None when no detector was asked: a
+    # byte-order mark, valid UTF-8/16, or Western text read as Windows-1252 without doubt.
+    confidence: float | None = None
 
     @property
     def chars(self) -> int:
@@ -183,11 +189,10 @@ def scan_book(
                     f"{path}: starts with a {encoding.upper()} byte-order mark but is not valid "
                     f"{encoding.upper()} ({failed.reason} at byte {failed.position})"
                 ) from None
-    *guesses, last = _guessed_encodings(_byte_stats(path, chunk_bytes))
-    for encoding in guesses:
+    for encoding, confidence in _guessed_encodings(path, _byte_stats(path, chunk_bytes)):
         with contextlib.suppress(_DecodeFailed):
-            return scan(encoding)
-    return scan(last)
+            return dataclasses.replace(scan(encoding), confidence=confidence)
+    raise AssertionError("unreachable: the last guess, windows-1252, decodes any bytes")
 
 
 def book_text(path: str | Path, scan: BookScan, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
@@ -211,6 +216,7 @@ def read_document(path: str | Path) -> Document:
         text="".join(book_text(path, scan)),
         encoding=scan.encoding,
         gutenberg_stripped=scan.gutenberg_stripped,
+        confidence=scan.confidence,
     )
 
 
@@ -303,6 +309,8 @@ _BOMS = (
     (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
+    # GB18030's own mark (U+FEFF in GB18030): Chinese books saved by Windows tools start with it.
+    (b"\x84\x31\x95\x33", "gb18030"),
 )
 
 
@@ -335,28 +343,43 @@ def _byte_stats(path: Path, chunk_bytes: int) -> _ByteStats:
     return stats
 
 
-def _guessed_encodings(stats: _ByteStats) -> list[str]:
-    """The encodings to try, in order, for a file without a byte-order mark; the last one
-    never fails. The one place a guess is made: a new detector slots in here.
+def _guessed_encodings(path: Path, stats: _ByteStats) -> Iterator[tuple[str, float | None]]:
+    """(encoding, the detector's confidence or None), in the order to try them, for a file
+    without a byte-order mark; the last one never fails. The one place a guess is made, lazily:
+    the detector runs only once UTF-16 and UTF-8 have failed.
 
     UTF-16 whose BOM was lost comes first: the high byte of most characters of a Latin, Greek
     or Cyrillic text is 00, so NULs crowd one byte position of each pair and shun the other
     (stray NULs sprinkled into an 8-bit or UTF-8 text land on both alike; binary data that
     happens to fit, an array of small 16-bit numbers, decodes to control characters and is
     refused as binary). Then strict UTF-8; then Latin-1 if 0x85 is the only line end (old
-    IBM/Latin-1 files mark line ends with NEL), else Windows-1252, whose ellipsis 0x85 is.
+    IBM/Latin-1 files mark line ends with NEL), else the legacy encodings (bookgen.encodings).
     """
-    guesses = []
     if stats.size % 2 == 0:
         pairs = stats.size // 2
         odd, even = stats.odd_nuls, stats.nuls - stats.odd_nuls
         for nuls, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
             if nuls and nuls >= 0.1 * pairs and other <= nuls / 4:
-                guesses.append(encoding)
+                yield encoding, None
                 break
-    guesses.append("utf-8")
-    guesses.append("latin-1" if stats.has_nel and not stats.has_line_end else "windows-1252")
-    return guesses
+    yield "utf-8", None
+    if stats.has_nel and not stats.has_line_end:
+        yield "latin-1", None
+        return
+    yield from legacy_guesses(_sample(path), _WINDOWS_1252)
+
+
+SAMPLE_BYTES = 1 << 20  # what the detector reads: 1 MiB is 0.1 s of chardet, plenty of text
+
+
+def _sample(path: Path) -> bytes:
+    """The file's first SAMPLE_BYTES, cut after the last line end (never inside a character),
+    NULs dropped as decoding drops them."""
+    with _open(path) as file:
+        sample = file.read(SAMPLE_BYTES)
+    if len(sample) == SAMPLE_BYTES and b"\n" in sample:
+        sample = sample[: sample.rfind(b"\n") + 1]
+    return sample.replace(b"\x00", b"")
 
 
 # --- decoding ----------------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""Books in every script: the legacy encoding is detected, not assumed (bookgen.encodings).
+
+Small texts written here, encoded here, so CI without ../shared/corpora still tests detection;
+the two shared books (GB18030 红楼梦, Shift_JIS こころ) where they are."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from bookgen.corpus import read_document
+from bookgen.errors import BookgenWarning
+from tests.conftest import shared_corpus
+
+CHINESE = (
+    "第一回　甄士隐梦幻识通灵　贾雨村风尘怀闺秀\n"
+    "宝玉听了，忙笑道：“好妹妹，你今日可觉得好些了么？我昨儿夜里想了一夜，总不放心。”\n"
+    "黛玉笑道：“好多了。你只管去罢，老太太那里还等着你吃饭呢。”\n"
+    "一时丫鬟们进来回说，外头下雪了，园子里的梅花都开了，请姑娘们去看。\n"
+    "众人听了都欢喜，便一齐出来，到了园中，只见四面粉妆银砌，十分好看。\n"
+)
+JAPANESE = (
+    "私はその人を常に先生と呼んでいた。だからここでもただ先生と書くだけで本名は打ち明けない。\n"
+    "これは世間を憚かる遠慮というよりも、その方が私にとって自然だからである。\n"
+    "私が先生と知り合いになったのは鎌倉である。その時私はまだ若々しい書生であった。\n"
+    "暑中休暇を利用して海水浴に行った友達からぜひ来いという端書を受け取ったので、\n"
+)
+RUSSIAN = (
+    "Все счастливые семьи похожи друг на друга, каждая несчастливая семья несчастлива по-своему.\n"
+    "Всё смешалось в доме Облонских. Жена узнала, что муж был в связи с бывшею в их доме "
+    "француженкою-гувернанткой, и объявила мужу, что не может жить с ним в одном доме.\n"
+    "Положение это продолжалось уже третий день и мучительно чувствовалось и самими супругами.\n"
+)
+KOREAN = (
+    "나는 그 사람을 항상 선생님이라고 불렀다. 그래서 여기서도 그냥 선생님이라고만 쓰고 "
+    "본명은 밝히지 않겠다.\n이것은 세상을 꺼리는 조심성이라기보다 그 편이 나에게 자연스럽기 "
+    "때문이다.\n내가 선생님과 알게 된 것은 가마쿠라에서였다. 그때 나는 아직 젊은 학생이었다.\n"
+)
+POLISH = (
+    "Litwo! Ojczyzno moja! ty jesteś jak zdrowie. Ile cię trzeba cenić, ten tylko się dowie, "
+    "kto cię stracił. Dziś piękność twą w całej ozdobie widzę i opisuję, bo tęsknię po tobie.\n"
+    "Panno Święta, co jasnej bronisz Częstochowy i w Ostrej świecisz Bramie! Ty, co gród "
+    "zamkowy nowogródzki ochraniasz z jego wiernym ludem!\n"
+)
+TRADITIONAL = (
+    "寶玉聽了，忙笑道：「好妹妹，你今日可覺得好些了麼？我昨兒夜裡想了一夜，總不放心。」\n"
+    "黛玉笑道：「好多了。你只管去罷，老太太那裡還等著你吃飯呢。」\n"
+    "一時丫鬟們進來回說，外頭下雪了，園子裡的梅花都開了，請姑娘們去看。\n"
+)
+
+# (text, the encoding it is saved in, what bookgen should report): supersets where chardet
+# names the subset (GB2312 -> gb18030, Big5 -> cp950, Shift_JIS -> cp932, EUC-KR -> cp949).
+CASES = {
+    "gb18030": (CHINESE, "gb18030", "gb18030"),
+    "big5": (TRADITIONAL, "big5", "cp950"),
+    "shift_jis": (JAPANESE, "shift_jis", "cp932"),
+    "euc_jp": (JAPANESE, "euc_jp", "euc_jp"),
+    "euc_kr": (KOREAN, "euc_kr", "cp949"),
+    "cp1251": (RUSSIAN, "cp1251", "cp1251"),
+    "koi8_r": (RUSSIAN, "koi8_r", "koi8-r"),
+    "cp1250": (POLISH, "cp1250", "cp1250"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_legacy_encoding_is_detected_and_reads_back_identical(case, tmp_path):
+    text, saved_in, reported = CASES[case]
+    path = tmp_path / "book.txt"
+    path.write_bytes((text * 8).encode(saved_in))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BookgenWarning)  # no mojibake warning on a right read
+        document = read_document(path)
+    assert document.text == text * 8
+    assert document.encoding == reported
+    assert 0 < document.confidence <= 1
+
+
+def test_the_gb18030_byte_order_mark_is_recognised(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_bytes(b"\x84\x31\x95\x33" + CHINESE.encode("gb18030"))
+    document = read_document(path)
+    assert (document.text, document.encoding, document.confidence) == (CHINESE, "gb18030", None)
+
+
+def test_western_text_never_asks_the_detector(tmp_path, monkeypatch):
+    import bookgen.encodings
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the detector was asked about a Western book")
+
+    monkeypatch.setattr(bookgen.encodings, "detected", refuse)
+    path = tmp_path / "book.txt"
+    path.write_bytes("Caf\u00e9 cr\u00e8me, na\u00efve \u201cquoted\u201d text.\n".encode("cp1252"))
+    document = read_document(path)
+    assert (document.encoding, document.confidence) == ("windows-1252", None)
+
+
+def test_shared_hongloumeng_in_gb18030_reads_as_chinese():
+    document = read_document(shared_corpus("cjk/hongloumeng-gb18030.txt"))
+    assert document.encoding == "gb18030"  # by its 4-byte byte-order mark
+    assert "宝玉" in document.text and "黛玉" in document.text
+    assert 4000 < document.distinct_chars < 5000  # 168 when it was read as Windows-1252
+
+
+def test_shared_kokoro_in_shift_jis_reads_as_japanese():
+    document = read_document(shared_corpus("cjk/kokoro-sjis.txt"))
+    assert document.encoding == "cp932"
+    assert document.confidence > 0.9
+    assert "私はその人を常に先生と呼んでいた" in document.text
