@@ -42,7 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bookgen.encodings import legacy_guesses
+from bookgen.encodings import UNSURE, legacy_guesses, mojibake_hint
+from bookgen.encodings import forced as forced_encoding
 from bookgen.errors import BookgenError, BookgenWarning
 
 CHUNK_BYTES = 1 << 23  # 8 MiB read at a time: pieces this size keep numpy fast and memory small
@@ -67,6 +68,32 @@ class Document:
     def distinct_chars(self) -> int:
         return len(set(self.text))
 
+    @property
+    def encoding_unsure(self) -> bool:
+        """Was the encoding a detector's guess it was not sure of? (`bookgen corpus` warns.)"""
+        return self.confidence is not None and self.confidence < UNSURE
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How to read books where the user overrules bookgen's own judgement (`--encoding`)."""
+
+    encoding: str | None = None  # the decoder to use; None: detected, book by book
+
+    def __post_init__(self) -> None:
+        if self.encoding is not None:
+            try:
+                object.__setattr__(self, "encoding", forced_encoding(self.encoding))
+            except LookupError:
+                raise BookgenError(
+                    f"unknown encoding {self.encoding!r} (try gb18030, big5, shift_jis, "
+                    f"euc_kr, cp1251, koi8_r, cp1250, latin-1, windows-1252)"
+                ) from None
+
+    def record(self) -> dict:
+        """For the checkpoint, so that later commands read the books the same way."""
+        return dataclasses.asdict(self)
+
 
 @dataclass(frozen=True)
 class BookFile:
@@ -75,6 +102,7 @@ class BookFile:
     name: str  # file stem, as Document.name
     path: str
     size: int  # bytes
+    reading: Reading = Reading()
 
     def sha256(self, on_bytes: Callable[[int], None] | None = None) -> str:
         """Hash of the file's bytes (streamed, about 1.8 GB/s): the token cache's key."""
@@ -153,13 +181,14 @@ def _texts_in_folder(folder: Path) -> list[Path]:
     return sorted(texts, key=lambda path: path.relative_to(folder).parts)
 
 
-def open_corpus(paths: Sequence[str | Path]) -> list[BookFile]:
+def open_corpus(paths: Sequence[str | Path], reading: Reading = Reading()) -> list[BookFile]:
     """expand_paths, checking that each file can be read, without reading it yet."""
     books = []
     for path in expand_paths(paths):
         with _open(path):
             pass
-        books.append(BookFile(name=path.stem, path=str(path), size=path.stat().st_size))
+        size = path.stat().st_size
+        books.append(BookFile(name=path.stem, path=str(path), size=size, reading=reading))
     return books
 
 
@@ -170,15 +199,41 @@ def scan_book(
     path: str | Path,
     chunk_bytes: int = CHUNK_BYTES,
     on_bytes: Callable[[int], None] | None = None,
+    reading: Reading = Reading(),
 ) -> BookScan:
     """Pass 1: decide the encoding, refuse binaries, find where the book's text lies.
 
-    Raises BookgenError for a binary file, a broken byte-order mark or a file with no text.
-    `on_bytes(n)` is called as bytes are read (more than the file's size when a first guess at
-    the encoding fails and the file is read again).
+    Raises BookgenError for a binary file, a broken byte-order mark, a file with no text or
+    one not valid in the encoding `reading` forces. `on_bytes(n)` is called as bytes are read
+    (more than the file's size when a first guess at the encoding fails and the file is read
+    again). Text read one byte at a time that looks like a double-byte or Cyrillic book read
+    wrong is a BookgenWarning (the mojibake guard), never silent.
     """
     path = Path(path)
     scan = functools.partial(_scan, path, chunk_bytes=chunk_bytes, on_bytes=on_bytes)
+    found = _chosen(path, scan, chunk_bytes, reading.encoding)
+    if found.encoding in ("windows-1252", "latin-1"):
+        hint = mojibake_hint(_sample(path))
+        if hint is not None:
+            warnings.warn(
+                f"{path}: read as {found.encoding}, the text looks like a double-byte or "
+                f"Cyrillic book read one byte at a time (mojibake); try {hint}",
+                BookgenWarning,
+                stacklevel=2,
+            )
+    return found
+
+
+def _chosen(path: Path, scan: Callable[[str], BookScan], chunk_bytes: int, forced: str | None):
+    """The first pass in the encoding forced, named by a byte-order mark, or guessed."""
+    if forced is not None:
+        try:
+            return scan(forced)
+        except _DecodeFailed as failed:
+            raise BookgenError(
+                f"{path}: is not valid {forced} ({failed.reason} at byte {failed.position}); "
+                f"leave out --encoding to have it detected"
+            ) from None
     named = _bom_encodings(path)
     for encoding in named:
         try:
@@ -206,10 +261,10 @@ def book_text(path: str | Path, scan: BookScan, chunk_bytes: int = CHUNK_BYTES) 
     yield "\n"
 
 
-def read_document(path: str | Path) -> Document:
+def read_document(path: str | Path, reading: Reading = Reading()) -> Document:
     """One book read whole: both passes, joined (the text training would tokenize)."""
     path = Path(path)
-    scan = scan_book(path)
+    scan = scan_book(path, reading=reading)
     return Document(
         name=path.stem,
         path=str(path),
@@ -220,9 +275,9 @@ def read_document(path: str | Path) -> Document:
     )
 
 
-def read_corpus(paths: Sequence[str | Path]) -> list[Document]:
+def read_corpus(paths: Sequence[str | Path], reading: Reading = Reading()) -> list[Document]:
     """expand_paths, then read_document for each file, in that order (`bookgen corpus`)."""
-    return [read_document(path) for path in expand_paths(paths)]
+    return [read_document(path, reading) for path in expand_paths(paths)]
 
 
 def read_recorded_books(record: dict, purpose: str) -> list[Document]:
@@ -232,13 +287,14 @@ def read_recorded_books(record: dict, purpose: str) -> list[Document]:
     `purpose` ends the error a user sees when a book cannot be had: what they can do instead.
     """
     documents = []
+    reading = Reading(**record.get("reading", {}))  # as they were read for training
     paths = record.get("paths") or [None] * len(record.get("documents", []))
     for saved, path in zip(record.get("documents", []), paths, strict=False):
         name = saved.get("name", "?")
         if not path or not Path(path).is_file():
             where = f" (was {path})" if path else ""
             raise BookgenError(f"the training book {name!r} is not where it was{where}: {purpose}")
-        document = read_document(path)
+        document = read_document(path, reading)
         if hashlib.sha256(document.text.encode("utf-8")).hexdigest() != saved.get("sha256"):
             raise BookgenError(
                 f"{path}: the book has changed since the model was trained: {purpose}"

@@ -138,9 +138,11 @@ def compare_style(
     checkpoint: str | Path | None = None,
     against: Sequence[str] = (),
     settings: StyleSettings | None = None,
+    encoding: str | None = None,
 ) -> StyleReport:
     """Compare the text in `text_path` with the training books of `checkpoint` (default: the
-    newest under ./checkpoints) and with the books `against` (files, folders, catalogue names).
+    newest under ./checkpoints) and with the books `against` (files, folders, catalogue names),
+    those decoded in `encoding` if given (default: detected).
     """
     from bookgen.checkpoint import latest_checkpoint, read_manifest
     from bookgen.corpus import read_document, read_recorded_books
@@ -151,19 +153,20 @@ def compare_style(
     training = read_recorded_books(read_manifest(folder)["corpus"], purpose=purpose)
     books = [Book(d.name, d.text, True) for d in training]
     seen = {Path(d.path).resolve() for d in training}
-    books += [Book(d.name, d.text, False) for d in _read_against(against, seen)]
+    books += [Book(d.name, d.text, False) for d in _read_against(against, seen, encoding)]
     return compare_texts(text, _unique_names(books), settings or StyleSettings(), str(text_path))
 
 
-def _read_against(against: Sequence[str], seen: set[Path]) -> list:
+def _read_against(against: Sequence[str], seen: set[Path], encoding: str | None) -> list:
     """The --against books, read and cleaned; the training books (in `seen`) are left out."""
     from bookgen.catalog import resolve_inputs
-    from bookgen.corpus import open_corpus, read_document
+    from bookgen.corpus import Reading, open_corpus, read_document
 
     if not against:
         return []
-    files = open_corpus(resolve_inputs(list(against)))
-    return [read_document(f.path) for f in files if Path(f.path).resolve() not in seen]
+    reading = Reading(encoding)
+    files = open_corpus(resolve_inputs(list(against)), reading)
+    return [read_document(f.path, reading) for f in files if Path(f.path).resolve() not in seen]
 
 
 def _unique_names(books: list[Book]) -> list[Book]:

@@ -38,7 +38,7 @@ from typing import BinaryIO
 import numpy as np
 
 from bookgen.cache import cache_dir
-from bookgen.corpus import BookFile, Document, book_text, scan_book
+from bookgen.corpus import BookFile, Document, Reading, book_text, scan_book
 from bookgen.errors import BookgenError
 from bookgen.files import atomic_folder
 from bookgen.streams import TokenStream, token_dtype
@@ -118,14 +118,16 @@ class _Source:
 
     def fingerprint(self, on_bytes: Callable[[int], None]) -> str:
         if self.book is not None:
-            return "bytes:" + self.book.sha256(on_bytes)
+            # The same bytes read another way (--encoding) are another text.
+            reading = "" if self.book.reading == Reading() else repr(self.book.reading)
+            return "bytes:" + self.book.sha256(on_bytes) + reading
         on_bytes(self.size)
         return "text:" + hashlib.sha256(self.document.text.encode("utf-8")).hexdigest()
 
     def scan(self, on_bytes: Callable[[int], None]) -> tuple[int, str]:
         """(characters of the cleaned book, its alphabet: every distinct character it may hold)."""
         if self.book is not None:
-            self._scan = scan_book(self.book.path, on_bytes=on_bytes)
+            self._scan = scan_book(self.book.path, on_bytes=on_bytes, reading=self.book.reading)
             return self._scan.chars, self._scan.alphabet
         on_bytes(self.size)
         return self.document.chars, "".join(sorted(set(self.document.text)))

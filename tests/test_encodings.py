@@ -8,10 +8,14 @@ from __future__ import annotations
 import warnings
 
 import pytest
+from typer.testing import CliRunner
 
-from bookgen.corpus import read_document
-from bookgen.errors import BookgenWarning
+from bookgen.cli import app
+from bookgen.corpus import Reading, read_document
+from bookgen.errors import BookgenError, BookgenWarning
 from tests.conftest import shared_corpus
+
+runner = CliRunner()
 
 CHINESE = (
     "第一回　甄士隐梦幻识通灵　贾雨村风尘怀闺秀\n"
@@ -108,3 +112,96 @@ def test_shared_kokoro_in_shift_jis_reads_as_japanese():
     assert document.encoding == "cp932"
     assert document.confidence > 0.9
     assert "私はその人を常に先生と呼んでいた" in document.text
+
+
+# --- --encoding: forcing one ------------------------------------------------------------------
+
+
+def test_a_forced_encoding_is_used_and_named_as_python_names_it(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_bytes(RUSSIAN.encode("koi8_r"))
+    document = read_document(path, Reading("KOI8-R"))
+    assert (document.text, document.encoding, document.confidence) == (RUSSIAN, "koi8-r", None)
+    # A CJK subset is read by its superset, which decodes the subset's bytes alike.
+    assert Reading("gb2312").encoding == "gb18030"
+    assert Reading("cp1252").encoding == "windows-1252"  # bookgen's table, as detected
+
+
+def test_an_unknown_encoding_is_a_clear_error():
+    with pytest.raises(BookgenError, match="unknown encoding 'klingon'"):
+        Reading("klingon")
+
+
+def test_a_file_not_valid_in_the_forced_encoding_is_refused(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_bytes(CHINESE.encode("gb18030"))
+    with pytest.raises(BookgenError, match="is not valid utf-8 .*leave out --encoding"):
+        read_document(path, Reading("utf-8"))
+
+
+def test_the_cli_forces_an_encoding_and_refuses_an_unknown_one_in_one_line(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_bytes((RUSSIAN * 4).encode("cp1251"))
+    shown = runner.invoke(app, ["corpus", str(path), "--encoding", "cp1251"])
+    assert shown.exit_code == 0, shown.output
+    assert "cp1251" in shown.output
+    for command in ("corpus", "train", "explain", "eval"):
+        refused = runner.invoke(app, [command, str(path), "--encoding", "klingon"])
+        assert refused.exit_code == 2, (command, refused.output)
+        assert "unknown encoding 'klingon'" in refused.output
+        assert len(refused.output.strip().splitlines()) == 1
+
+
+def test_the_cli_shows_how_sure_the_detector_was_and_warns_when_unsure(tmp_path):
+    sure, unsure = tmp_path / "sure.txt", tmp_path / "unsure.txt"
+    sure.write_bytes((CHINESE * 40).encode("gb18030"))
+    unsure.write_bytes(POLISH.encode("cp1250"))
+    shown = runner.invoke(app, ["corpus", str(sure), str(unsure)])
+    assert shown.exit_code == 0, shown.output
+    assert "detector sure" in shown.output and "gb18030" in shown.output
+    confidence = read_document(unsure).confidence
+    if confidence < 0.5:  # chardet's confidence on short Polish; the warning follows it
+        assert "warning: unsure: the detector is unsure it is cp1250" in shown.output
+
+
+# --- the mojibake guard -----------------------------------------------------------------------
+
+
+def test_gb18030_forced_through_windows_1252_warns_with_the_right_encoding(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_bytes((CHINESE * 8).encode("gb18030"))
+    with pytest.warns(BookgenWarning, match="mojibake.*try --encoding gb18030"):
+        document = read_document(path, Reading("windows-1252"))
+    assert document.encoding == "windows-1252"
+
+
+def test_cyrillic_forced_through_latin_1_warns(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_bytes((RUSSIAN * 8).encode("cp1251"))
+    with pytest.warns(BookgenWarning, match="try --encoding cp1251"):
+        read_document(path, Reading("latin-1"))
+
+
+def test_western_text_forced_through_latin_1_reads_without_a_warning(tmp_path):
+    path = tmp_path / "book.txt"
+    path.write_bytes("Caf\u00e9 cr\u00e8me, \u00e0 la fran\u00e7aise.\n".encode("latin-1"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BookgenWarning)
+        document = read_document(path, Reading("latin-1"))
+    assert document.text == "Caf\u00e9 cr\u00e8me, \u00e0 la fran\u00e7aise.\n"
+
+
+def test_the_books_of_a_checkpoint_are_read_again_as_they_were_forced(tmp_path):
+    import hashlib
+
+    from bookgen.corpus import read_recorded_books
+
+    path = tmp_path / "book.txt"
+    path.write_bytes(RUSSIAN.encode("koi8_r"))
+    digest = hashlib.sha256(RUSSIAN.encode("utf-8")).hexdigest()
+    record = {
+        "documents": [{"name": "book", "sha256": digest}],
+        "paths": [str(path)],
+        "reading": Reading("koi8_r").record(),
+    }
+    assert read_recorded_books(record, "purpose")[0].text == RUSSIAN

@@ -18,6 +18,7 @@ from bookgen.cli.options import (
     BpttOption,
     CellOption,
     DeviceOption,
+    EncodingOption,
     HiddenSizeOption,
     LayersOption,
     LevelOption,
@@ -120,6 +121,7 @@ def train(
     precision: Annotated[Precision, _train("precision")] = TrainConfig.precision,
     quiet: QuietOption = False,
     seed: OldSeedOption = None,
+    encoding: EncodingOption = None,
 ) -> None:
     """Train a stateful character or word model on books and save it to a checkpoint folder.
 
@@ -134,6 +136,8 @@ def train(
     options = given(context, ModelConfig, TrainConfig)
     if "embeddings" in options:
         options["embeddings"] = str(options["embeddings"])
+    if encoding is not None:
+        options["encoding"] = encoding  # how to read, not a training setting: api.train's own
     result = _run(paths, out, resume, force, quiet, options)
     if result is None:  # not the process that reports
         return
