@@ -121,6 +121,7 @@ def explain_streams(
     checkpoint: str | Path | None = None,
     level: str | None = None,
     encoding: str | None = None,
+    keep_markup: bool = False,
 ) -> Explanation:
     """Read the books as training does and show how `StreamBatcher` cuts them.
 
@@ -130,7 +131,7 @@ def explain_streams(
     """
     if windows < 1:
         raise BookgenError(f"--windows must be at least 1, not {windows}")
-    reading = Reading(encoding)  # a wrong name is said before the checkpoint is loaded
+    reading = Reading(encoding, keep_markup)  # a wrong name is said before the checkpoint is loaded
     loaded = None
     if checkpoint is not None:
         loaded = load_checkpoint(Path(checkpoint), device=resolve_device("auto"))
@@ -307,7 +308,7 @@ class _HashedOnce(BookFile):
 
     @classmethod
     def of(cls, book: BookFile) -> _HashedOnce:
-        return cls(book.name, book.path, book.size, book.sha256())
+        return cls(book.name, book.path, book.size, book.reading, digest=book.sha256())
 
     def sha256(self, on_bytes: Callable[[int], None] | None = None) -> str:
         if on_bytes is not None:
