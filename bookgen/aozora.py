@@ -49,6 +49,9 @@ def stripped(pieces: Iterator[str]) -> Iterator[str]:
     held: str | None = None  # one piece held back, to know which is the last
     first = True
     for piece in pieces:
+        if held is not None and not piece.endswith("\n"):
+            held += piece  # empty, or the last line without a line end: the end of the text
+            continue
         if held is not None:
             yield _inline(_without_legend(held) if first else held)
             first = False

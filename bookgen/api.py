@@ -43,6 +43,7 @@ def train(
     download: bool = True,
     download_progress: Callable[[int, int | None], None] | None = None,
     encoding: str | None = None,
+    keep_markup: bool = False,
     **options: Any,
 ) -> TrainResult:
     """Train on books (files, folders, globs or catalogue names) into a checkpoint folder.
@@ -51,13 +52,13 @@ def train(
     `TrainConfig` (steps, minutes, epochs, level, batch_size, bptt, learning_rate, random_seed,
     device, ...); None or absent means the default, or with `resume` the saved run's value. With no
     budget at all, training runs for `settings.DEFAULT_MINUTES` (10). `encoding` forces how
-    the books are decoded (default: detected, book by book).
+    the books are decoded (default: detected, book by book); `keep_markup` keeps Aozora Bunko's.
     """
     unknown = set(options) - MODEL_FIELDS - TRAIN_FIELDS
     if unknown:
         raise TypeError(f"bookgen.train() got unknown options: {', '.join(sorted(unknown))}")
     options = {k: v for k, v in options.items() if v is not None}
-    reading = Reading(encoding)  # a wrong name is said before a book is downloaded
+    reading = Reading(encoding, keep_markup)  # a wrong name is said before a book is downloaded
     paths = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     inputs = resolve_inputs([str(p) for p in paths], download=download, progress=download_progress)
     # read later, in chunks, unless the token cache has them

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bookgen import aozora
 from bookgen.encodings import UNSURE, legacy_guesses, mojibake_hint
 from bookgen.encodings import forced as forced_encoding
 from bookgen.errors import BookgenError, BookgenWarning
@@ -59,6 +60,7 @@ class Document:
     encoding: str  # as scan_book detected it
     gutenberg_stripped: bool
     confidence: float | None = None  # as BookScan.confidence
+    markup_stripped: bool = False  # Aozora Bunko's legend, ruby, notes and colophon
 
     @property
     def chars(self) -> int:
@@ -76,9 +78,11 @@ class Document:
 
 @dataclass(frozen=True)
 class Reading:
-    """How to read books where the user overrules bookgen's own judgement (`--encoding`)."""
+    """How to read books where the user overrules bookgen's own judgement (`--encoding`,
+    `--keep-markup`)."""
 
     encoding: str | None = None  # the decoder to use; None: detected, book by book
+    keep_markup: bool = False  # keep Aozora Bunko's ruby, notes, legend and colophon
 
     def __post_init__(self) -> None:
         if self.encoding is not None:
@@ -126,6 +130,7 @@ class BookScan:
     # How sure the detector was of `encoding` (0-1); None when no detector was asked: a
     # byte-order mark, valid UTF-8/16, or Western text read as Windows-1252 without doubt.
     confidence: float | None = None
+    markup_stripped: bool = False  # Aozora Bunko's markup (bookgen.aozora)
 
     @property
     def chars(self) -> int:
@@ -210,7 +215,13 @@ def scan_book(
     wrong is a BookgenWarning (the mojibake guard), never silent.
     """
     path = Path(path)
-    scan = functools.partial(_scan, path, chunk_bytes=chunk_bytes, on_bytes=on_bytes)
+    scan = functools.partial(
+        _scan,
+        path,
+        chunk_bytes=chunk_bytes,
+        on_bytes=on_bytes,
+        strip_markup=not reading.keep_markup,
+    )
     found = _chosen(path, scan, chunk_bytes, reading.encoding)
     if found.encoding in ("windows-1252", "latin-1"):
         hint = mojibake_hint(_sample(path))
@@ -253,7 +264,7 @@ def _chosen(path: Path, scan: Callable[[str], BookScan], chunk_bytes: int, force
 def book_text(path: str | Path, scan: BookScan, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
     """Pass 2: the book's cleaned text in pieces (pieces may be empty; the last ends in "\\n")."""
     offset = 0
-    for piece in _cleaned(_decoded(Path(path), scan.encoding, chunk_bytes)):
+    for piece in _text(Path(path), scan.encoding, chunk_bytes, scan.markup_stripped):
         low, high = max(scan.begin - offset, 0), min(scan.end - offset, len(piece))
         offset += len(piece)
         if low < high:
@@ -272,6 +283,7 @@ def read_document(path: str | Path, reading: Reading = Reading()) -> Document:
         encoding=scan.encoding,
         gutenberg_stripped=scan.gutenberg_stripped,
         confidence=scan.confidence,
+        markup_stripped=scan.markup_stripped,
     )
 
 
@@ -306,14 +318,19 @@ def read_recorded_books(record: dict, purpose: str) -> list[Document]:
 
 
 def _scan(
-    path: Path, encoding: str, chunk_bytes: int, on_bytes: Callable[[int], None] | None
+    path: Path,
+    encoding: str,
+    chunk_bytes: int,
+    on_bytes: Callable[[int], None] | None,
+    strip_markup: bool = True,
 ) -> BookScan:
     """Pass 1 in one encoding; raises _DecodeFailed if the bytes are not valid in it."""
     counts = _Counts()
     seen = np.zeros(0x110000, dtype=bool)  # by code point: does the cleaned file hold it?
     bounds = _Bounds()
     offset = 0
-    for piece in _cleaned(_decoded(path, encoding, chunk_bytes, counts, on_bytes)):
+    markup = strip_markup and _is_aozora(path, encoding)
+    for piece in _text(path, encoding, chunk_bytes, markup, counts, on_bytes):
         _mark_seen(seen, piece)
         bounds.find(piece, offset)
         offset += len(piece)
@@ -323,7 +340,40 @@ def _scan(
     if end <= begin:
         raise BookgenError(f"{path}: the file is empty (no text left after cleaning)")
     seen[ord("\n")] = True  # the text always ends with one, even a file with no line end
-    return BookScan(encoding, stripped, begin, end, "".join(map(chr, np.flatnonzero(seen))))
+    alphabet = "".join(map(chr, np.flatnonzero(seen)))
+    return BookScan(encoding, stripped, begin, end, alphabet, markup_stripped=markup)
+
+
+def _text(
+    path: Path,
+    encoding: str,
+    chunk_bytes: int,
+    markup: bool,
+    counts: _Counts | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Iterator[str]:
+    """The cleaned file in pieces, Aozora Bunko's markup stripped if `markup`: what both
+    passes read, so that their offsets agree."""
+    pieces = _cleaned(_decoded(path, encoding, chunk_bytes, counts, on_bytes))
+    return aozora.stripped(pieces) if markup else pieces
+
+
+AOZORA_EDGE_BYTES = 1 << 14  # the legend and the colophon lie within this of the file's ends
+
+
+def _is_aozora(path: Path, encoding: str) -> bool:
+    """Is the file from Aozora Bunko? Decided from its two ends alone, before pass 1 begins,
+    so that both passes strip the same markup."""
+    with _open(path) as file:
+        head = file.read(AOZORA_EDGE_BYTES)
+        file.seek(max(0, path.stat().st_size - AOZORA_EDGE_BYTES))  # even: UTF-16 stays aligned
+        tail = file.read()
+    if encoding in ("utf-16", "utf-32"):  # the ends' byte order is the byte-order mark's
+        little = head.startswith(codecs.BOM_UTF16_LE)
+        encoding += "-le" if little else "-be"
+    decoder = "cp1252" if encoding == "windows-1252" else encoding
+    decode = functools.partial(codecs.decode, encoding=decoder, errors="ignore")
+    return aozora.recognised(decode(head), decode(tail))
 
 
 def _mark_seen(seen: np.ndarray, text: str) -> None:

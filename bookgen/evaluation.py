@@ -31,11 +31,13 @@ def evaluate_texts(
     reset_every: int | None = None,
     device: str = "auto",
     encoding: str | None = None,
+    keep_markup: bool = False,
 ) -> dict:
     """Run the checkpoint's best model statefully over the cleaned texts and score it
-    (`encoding` forces how they are decoded; default: detected)."""
+    (`encoding` forces how they are decoded, default: detected; `keep_markup` keeps
+    Aozora Bunko's markup)."""
     _check_reset_every(reset_every)
-    reading = Reading(encoding)  # a wrong name is said before the checkpoint is loaded
+    reading = Reading(encoding, keep_markup)  # a wrong name is said before the checkpoint is loaded
     folder = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
     loaded = load_checkpoint(folder, device=resolve_device(device))
     books = open_corpus(resolve_inputs([str(p) for p in paths]), reading)

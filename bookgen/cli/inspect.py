@@ -18,6 +18,7 @@ from bookgen.cli.options import (
     CheckpointOption,
     EncodingOption,
     JsonOption,
+    KeepMarkupOption,
     LevelOption,
     given,
 )
@@ -31,6 +32,7 @@ def corpus(
         typer.Option(help="Write the exact cleaned text that training will see (UTF-8)."),
     ] = None,
     encoding: EncodingOption = None,
+    keep_markup: KeepMarkupOption = False,
 ) -> None:
     """Show how bookgen reads your books: encoding, Gutenberg licence stripped, characters.
 
@@ -42,7 +44,7 @@ def corpus(
     from bookgen.corpus import Reading, read_corpus
     from bookgen.files import atomic_write
 
-    documents = read_corpus(resolve_inputs(paths), Reading(encoding))
+    documents = read_corpus(resolve_inputs(paths), Reading(encoding, keep_markup))
     table = Table(title="bookgen corpus")
     # A book's name is more use whole than the other columns.
     table.add_column("book", no_wrap=True, min_width=max(len(d.name) for d in documents))
@@ -84,6 +86,7 @@ def explain(
         ),
     ] = None,
     encoding: EncodingOption = None,
+    keep_markup: KeepMarkupOption = False,
 ) -> None:
     """Show, on your own books, how training cuts them into batch rows and windows.
 
@@ -100,7 +103,7 @@ def explain(
     with err.status("reading the books"):
         explanation = explain_streams(
             paths, options.get("batch_size"), options.get("bptt"), windows, checkpoint,
-            options.get("level"), encoding=encoding,
+            options.get("level"), encoding=encoding, keep_markup=keep_markup,
         )  # fmt: skip
     console = Console()
     for renderable in explain_renderables(explanation, width=console.width):
@@ -120,6 +123,7 @@ def evaluate(
     ] = None,
     as_json: JsonOption = False,
     encoding: EncodingOption = None,
+    keep_markup: KeepMarkupOption = False,
 ) -> None:
     """Score a model on text: nats per token, perplexity and bits per character.
 
@@ -130,7 +134,13 @@ def evaluate(
     """
     from bookgen.evaluation import evaluate_texts
 
-    scores = evaluate_texts(paths, checkpoint, reset_every=reset_every, encoding=encoding)
+    scores = evaluate_texts(
+        paths,
+        checkpoint,
+        reset_every=reset_every,
+        encoding=encoding,
+        keep_markup=keep_markup,
+    )
     if as_json:
         print(json.dumps(scores))
         return
@@ -194,6 +204,7 @@ def style(
     ] = None,
     as_json: JsonOption = False,
     encoding: EncodingOption = None,
+    keep_markup: KeepMarkupOption = False,
 ) -> None:
     """How close is a text to the book the model learned from, and to other books?
 
@@ -211,7 +222,9 @@ def style(
     """
     from bookgen.style import compare_style, style_tables
 
-    result = compare_style(text, checkpoint, against or (), encoding=encoding)
+    result = compare_style(
+        text, checkpoint, against or (), encoding=encoding, keep_markup=keep_markup
+    )
     if as_json:
         print(json.dumps(result.to_json()))
         return

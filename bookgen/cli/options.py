@@ -70,6 +70,14 @@ EncodingOption = Annotated[
         show_default=False,
     ),
 ]
+KeepMarkupOption = Annotated[
+    bool,
+    typer.Option(
+        "--keep-markup",
+        help="Keep Aozora Bunko's markup (its legend, ruby 《…》 and ｜, ［＃…］ notes and 底本： "
+        "colophon), which is otherwise stripped as the Gutenberg licence is.",
+    ),
+]
 # eval, sample, chat, report, style: the model to read.
 CheckpointOption = Annotated[
     Optional[Path],

@@ -20,6 +20,7 @@ from bookgen.cli.options import (
     DeviceOption,
     EncodingOption,
     HiddenSizeOption,
+    KeepMarkupOption,
     LayersOption,
     LevelOption,
     field_option,
@@ -122,6 +123,7 @@ def train(
     quiet: QuietOption = False,
     seed: OldSeedOption = None,
     encoding: EncodingOption = None,
+    keep_markup: KeepMarkupOption = False,
 ) -> None:
     """Train a stateful character or word model on books and save it to a checkpoint folder.
 
@@ -138,6 +140,8 @@ def train(
         options["embeddings"] = str(options["embeddings"])
     if encoding is not None:
         options["encoding"] = encoding  # how to read, not a training setting: api.train's own
+    if keep_markup:
+        options["keep_markup"] = True
     result = _run(paths, out, resume, force, quiet, options)
     if result is None:  # not the process that reports
         return
