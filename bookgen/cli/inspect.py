@@ -49,7 +49,8 @@ def corpus(
     # A book's name is more use whole than the other columns.
     table.add_column("book", no_wrap=True, min_width=max(len(d.name) for d in documents))
     for column in ("encoding", "detector sure", "gutenberg header", "characters", "distinct"):
-        table.add_column(column, justify="left" if "e" in column[:3] else "right")
+        figures = column in ("detector sure", "characters", "distinct")
+        table.add_column(column, justify="right" if figures else "left")
     for d in documents:
         stripped = "stripped" if d.gutenberg_stripped else "none"
         # No figure where no detector was asked (a byte-order mark, UTF, plain Western text).
