@@ -47,6 +47,14 @@ POLISH = (
     "Panno Święta, co jasnej bronisz Częstochowy i w Ostrej świecisz Bramie! Ty, co gród "
     "zamkowy nowogródzki ochraniasz z jego wiernym ludem!\n"
 )
+CZECH = (
+    "Příliš žluťoučký kůň úpěl ďábelské ódy. Když se ráno probudil, bylo mu zle a šel k lékaři, "
+    "který mu řekl, že má horečku.\n"
+)
+GREEK = (
+    "Η Ελλάδα είναι χώρα της νοτιοανατολικής Ευρώπης, στο νοτιότερο άκρο της Βαλκανικής "
+    "χερσονήσου. Η πρωτεύουσα είναι η Αθήνα.\n"
+)
 TRADITIONAL = (
     "寶玉聽了，忙笑道：「好妹妹，你今日可覺得好些了麼？我昨兒夜裡想了一夜，總不放心。」\n"
     "黛玉笑道：「好多了。你只管去罷，老太太那裡還等著你吃飯呢。」\n"
@@ -64,6 +72,11 @@ CASES = {
     "cp1251": (RUSSIAN, "cp1251", "cp1251"),
     "koi8_r": (RUSSIAN, "koi8_r", "koi8-r"),
     "cp1250": (POLISH, "cp1250", "cp1250"),
+    # Not supersets, though chardet's prefer_superset treats them so: read as themselves.
+    "iso8859_2": (POLISH, "iso8859_2", "iso8859-2"),
+    "iso8859_5": (RUSSIAN, "iso8859_5", "iso8859-5"),
+    "czech cp1250": (CZECH, "cp1250", "cp1250"),  # ť: a byte Windows-1252 leaves undefined
+    "cp1253": (GREEK, "cp1253", "cp1253"),
 }
 
 
