@@ -218,3 +218,19 @@ def test_the_books_of_a_checkpoint_are_read_again_as_they_were_forced(tmp_path):
         "reading": Reading("koi8_r").record(),
     }
     assert read_recorded_books(record, "purpose")[0].text == RUSSIAN
+
+
+def test_the_token_cache_keeps_a_forced_reading_apart(tmp_path, monkeypatch):
+    from bookgen.corpus import open_corpus
+    from bookgen.tokencache import tokenize_corpus
+
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "book.txt"
+    path.write_bytes((RUSSIAN * 4).encode("cp1251"))
+    detected = tokenize_corpus(open_corpus([path]), {"level": "char"})
+    with pytest.warns(BookgenWarning, match="mojibake"):
+        forced = tokenize_corpus(open_corpus([path], Reading("latin-1")), {"level": "char"})
+    assert not forced.cached  # not the detected reading's entry
+    assert detected.tokenizer.decode(detected.train.tokens[:10].tolist()) == RUSSIAN[:10]
+    mojibake = RUSSIAN[:10].encode("cp1251").decode("latin-1")
+    assert forced.tokenizer.decode(forced.train.tokens[:10].tolist()) == mojibake
