@@ -14,8 +14,10 @@ One reader, in chunks, so that a book larger than memory can be read; it goes ov
           --book_text--> str pieces  (pass 2: the cleaned text; training tokenizes them)
 
     each pass:  bytes, in chunks --_decoded--> str --_cleaned--> str cut just after a "\\n"
+                --aozora.stripped--> str    (only for a file from Aozora Bunko: its markup)
 
-The encoding is chosen in one place (a byte-order mark, else `_guessed_encodings`) and bytes
+The encoding is chosen in one place (`_chosen`: forced by the user, else a byte-order mark,
+else `_guessed_encodings`, which asks bookgen.encodings about legacy encodings) and bytes
 become text in one (`_decoder`). `read_document` is both passes joined into a Document, a
 book's text in memory: what `bookgen corpus` (and its --dump), `style` and the copy guard read.
 Words used here: a *book* is what a user names, in any form; a `BookFile` is one on disk, a
