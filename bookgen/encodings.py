@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import codecs
 import re
+import warnings
 from dataclasses import dataclass
+
+from bookgen.errors import BookgenWarning
 
 # S1 >= 0.20 and S2 >= 0.50: Western books measured at most 0.038 / 0.003, CJK and Cyrillic
 # books at least 0.74 / 0.82 (the research's table), a wide margin on both sides.
@@ -137,7 +140,16 @@ def detected(sample: bytes, latin_only: bool = False) -> list[tuple[str, float]]
     start is plain English). `latin_only` restricts it to the Latin encodings, of which only a
     Central European answer is taken (its Western ones are today's Windows-1252 anyway).
     """
-    import chardet  # costs 65-80 ms: only books past the gate pay it
+    try:
+        import chardet  # costs 65-80 ms: only books past the gate pay it
+    except ImportError:  # a checkout whose environment predates the dependency
+        warnings.warn(
+            "chardet is not installed, so this book's encoding cannot be detected: "
+            "pip install 'chardet>=7.7', or pass --encoding",
+            BookgenWarning,
+            stacklevel=2,
+        )
+        return []
 
     include = list(_LATIN) if latin_only else None
     found = chardet.detect_all(sample, max_bytes=len(sample), include_encodings=include)

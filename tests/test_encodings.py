@@ -234,3 +234,18 @@ def test_the_token_cache_keeps_a_forced_reading_apart(tmp_path, monkeypatch):
     assert detected.tokenizer.decode(detected.train.tokens[:10].tolist()) == RUSSIAN[:10]
     mojibake = RUSSIAN[:10].encode("cp1251").decode("latin-1")
     assert forced.tokenizer.decode(forced.train.tokens[:10].tolist()) == mojibake
+
+
+def test_without_chardet_a_legacy_book_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "chardet", None)  # import chardet now raises ImportError
+    path = tmp_path / "book.txt"
+    path.write_bytes((CHINESE * 8).encode("gb18030"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        document = read_document(path)
+    said = [str(warning.message) for warning in caught]
+    assert any("pip install 'chardet>=7.7', or pass --encoding" in line for line in said)
+    assert any("mojibake); try --encoding NAME" in line for line in said)
+    assert document.encoding == "windows-1252"  # today's reading, never silent
