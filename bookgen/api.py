@@ -10,7 +10,7 @@ from typing import Any
 from bookgen import checkpoint as ckpt
 from bookgen import distributed
 from bookgen.catalog import resolve_inputs
-from bookgen.corpus import open_corpus
+from bookgen.corpus import Reading, open_corpus
 from bookgen.errors import BookgenError
 from bookgen.events import Event, TrainResult
 from bookgen.settings import DEFAULT_MINUTES, ModelConfig, TrainConfig
@@ -42,6 +42,8 @@ def train(
     on_event: Callable[[Event], None] | None = None,
     download: bool = True,
     download_progress: Callable[[int, int | None], None] | None = None,
+    encoding: str | None = None,
+    keep_markup: bool = False,
     **options: Any,
 ) -> TrainResult:
     """Train on books (files, folders, globs or catalogue names) into a checkpoint folder.
@@ -49,15 +51,18 @@ def train(
     `options` are fields of `ModelConfig` (cell, layers, hidden_size, embed_size, dropout) and of
     `TrainConfig` (steps, minutes, epochs, level, batch_size, bptt, learning_rate, random_seed,
     device, ...); None or absent means the default, or with `resume` the saved run's value. With no
-    budget at all, training runs for `settings.DEFAULT_MINUTES` (10).
+    budget at all, training runs for `settings.DEFAULT_MINUTES` (10). `encoding` forces how
+    the books are decoded (default: detected, book by book); `keep_markup` keeps Aozora Bunko's.
     """
     unknown = set(options) - MODEL_FIELDS - TRAIN_FIELDS
     if unknown:
         raise TypeError(f"bookgen.train() got unknown options: {', '.join(sorted(unknown))}")
     options = {k: v for k, v in options.items() if v is not None}
+    reading = Reading(encoding, keep_markup)  # a wrong name is said before a book is downloaded
     paths = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     inputs = resolve_inputs([str(p) for p in paths], download=download, progress=download_progress)
-    documents = open_corpus(inputs)  # read later, in chunks, unless the token cache has them
+    # read later, in chunks, unless the token cache has them
+    documents = open_corpus(inputs, reading)
     out_path = Path(out) if out is not None else default_out(documents[0].name)
     if resume:
         model_options, train_options = _resumed_options(out_path, options)

@@ -14,8 +14,10 @@ One reader, in chunks, so that a book larger than memory can be read; it goes ov
           --book_text--> str pieces  (pass 2: the cleaned text; training tokenizes them)
 
     each pass:  bytes, in chunks --_decoded--> str --_cleaned--> str cut just after a "\\n"
+                --aozora.stripped--> str    (only for a file from Aozora Bunko: its markup)
 
-The encoding is chosen in one place (a byte-order mark, else `_guessed_encodings`) and bytes
+The encoding is chosen in one place (`_chosen`: forced by the user, else a byte-order mark,
+else `_guessed_encodings`, which asks bookgen.encodings about legacy encodings) and bytes
 become text in one (`_decoder`). `read_document` is both passes joined into a Document, a
 book's text in memory: what `bookgen corpus` (and its --dump), `style` and the copy guard read.
 Words used here: a *book* is what a user names, in any form; a `BookFile` is one on disk, a
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import functools
 import glob
 import hashlib
@@ -41,6 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bookgen import aozora
+from bookgen.encodings import UNSURE, legacy_guesses, mojibake_hint
+from bookgen.encodings import forced as forced_encoding
 from bookgen.errors import BookgenError, BookgenWarning
 
 CHUNK_BYTES = 1 << 23  # 8 MiB read at a time: pieces this size keep numpy fast and memory small
@@ -55,6 +61,8 @@ class Document:
     text: str = field(repr=False)  # a whole book is too long to show in a repr
     encoding: str  # as scan_book detected it
     gutenberg_stripped: bool
+    confidence: float | None = None  # as BookScan.confidence
+    markup_stripped: bool = False  # Aozora Bunko's legend, ruby, notes and colophon
 
     @property
     def chars(self) -> int:
@@ -64,6 +72,34 @@ class Document:
     def distinct_chars(self) -> int:
         return len(set(self.text))
 
+    @property
+    def encoding_unsure(self) -> bool:
+        """Was the encoding a detector's guess it was not sure of? (`bookgen corpus` warns.)"""
+        return self.confidence is not None and self.confidence < UNSURE
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How to read books where the user overrules bookgen's own judgement (`--encoding`,
+    `--keep-markup`)."""
+
+    encoding: str | None = None  # the decoder to use; None: detected, book by book
+    keep_markup: bool = False  # keep Aozora Bunko's ruby, notes, legend and colophon
+
+    def __post_init__(self) -> None:
+        if self.encoding is not None:
+            try:
+                object.__setattr__(self, "encoding", forced_encoding(self.encoding))
+            except LookupError:
+                raise BookgenError(
+                    f"unknown encoding {self.encoding!r} (try gb18030, big5, shift_jis, "
+                    f"euc_kr, cp1251, koi8_r, cp1250, latin-1, windows-1252)"
+                ) from None
+
+    def record(self) -> dict:
+        """For the checkpoint, so that later commands read the books the same way."""
+        return dataclasses.asdict(self)
+
 
 @dataclass(frozen=True)
 class BookFile:
@@ -72,6 +108,7 @@ class BookFile:
     name: str  # file stem, as Document.name
     path: str
     size: int  # bytes
+    reading: Reading = Reading()
 
     def sha256(self, on_bytes: Callable[[int], None] | None = None) -> str:
         """Hash of the file's bytes (streamed, about 1.8 GB/s): the token cache's key."""
@@ -92,6 +129,10 @@ class BookScan:
     begin: int  # the book's text is [begin, end) of the cleaned file, plus one final "\n"
     end: int
     alphabet: str = field(repr=False)  # every character of the cleaned file and "\n", sorted
+    # How sure the detector was of `encoding` (0-1); None when no detector was asked: a
+    # byte-order mark, valid UTF-8/16, or Western text read as Windows-1252 without doubt.
+    confidence: float | None = None
+    markup_stripped: bool = False  # Aozora Bunko's markup (bookgen.aozora)
 
     @property
     def chars(self) -> int:
@@ -147,13 +188,14 @@ def _texts_in_folder(folder: Path) -> list[Path]:
     return sorted(texts, key=lambda path: path.relative_to(folder).parts)
 
 
-def open_corpus(paths: Sequence[str | Path]) -> list[BookFile]:
+def open_corpus(paths: Sequence[str | Path], reading: Reading = Reading()) -> list[BookFile]:
     """expand_paths, checking that each file can be read, without reading it yet."""
     books = []
     for path in expand_paths(paths):
         with _open(path):
             pass
-        books.append(BookFile(name=path.stem, path=str(path), size=path.stat().st_size))
+        size = path.stat().st_size
+        books.append(BookFile(name=path.stem, path=str(path), size=size, reading=reading))
     return books
 
 
@@ -164,15 +206,47 @@ def scan_book(
     path: str | Path,
     chunk_bytes: int = CHUNK_BYTES,
     on_bytes: Callable[[int], None] | None = None,
+    reading: Reading = Reading(),
 ) -> BookScan:
     """Pass 1: decide the encoding, refuse binaries, find where the book's text lies.
 
-    Raises BookgenError for a binary file, a broken byte-order mark or a file with no text.
-    `on_bytes(n)` is called as bytes are read (more than the file's size when a first guess at
-    the encoding fails and the file is read again).
+    Raises BookgenError for a binary file, a broken byte-order mark, a file with no text or
+    one not valid in the encoding `reading` forces. `on_bytes(n)` is called as bytes are read
+    (more than the file's size when a first guess at the encoding fails and the file is read
+    again). Text read one byte at a time that looks like a double-byte or Cyrillic book read
+    wrong is a BookgenWarning (the mojibake guard), never silent.
     """
     path = Path(path)
-    scan = functools.partial(_scan, path, chunk_bytes=chunk_bytes, on_bytes=on_bytes)
+    scan = functools.partial(
+        _scan,
+        path,
+        chunk_bytes=chunk_bytes,
+        on_bytes=on_bytes,
+        strip_markup=not reading.keep_markup,
+    )
+    found = _chosen(path, scan, chunk_bytes, reading.encoding)
+    if found.encoding in ("windows-1252", "latin-1"):
+        hint = mojibake_hint(_sample(path))
+        if hint is not None:
+            warnings.warn(
+                f"{path}: read as {found.encoding}, the text looks like a double-byte or "
+                f"Cyrillic book read one byte at a time (mojibake); try {hint}",
+                BookgenWarning,
+                stacklevel=2,
+            )
+    return found
+
+
+def _chosen(path: Path, scan: Callable[[str], BookScan], chunk_bytes: int, forced: str | None):
+    """The first pass in the encoding forced, named by a byte-order mark, or guessed."""
+    if forced is not None:
+        try:
+            return scan(forced)
+        except _DecodeFailed as failed:
+            raise BookgenError(
+                f"{path}: is not valid {forced} ({failed.reason} at byte {failed.position}); "
+                f"leave out --encoding to have it detected"
+            ) from None
     named = _bom_encodings(path)
     for encoding in named:
         try:
@@ -183,17 +257,16 @@ def scan_book(
                     f"{path}: starts with a {encoding.upper()} byte-order mark but is not valid "
                     f"{encoding.upper()} ({failed.reason} at byte {failed.position})"
                 ) from None
-    *guesses, last = _guessed_encodings(_byte_stats(path, chunk_bytes))
-    for encoding in guesses:
+    for encoding, confidence in _guessed_encodings(path, _byte_stats(path, chunk_bytes)):
         with contextlib.suppress(_DecodeFailed):
-            return scan(encoding)
-    return scan(last)
+            return dataclasses.replace(scan(encoding), confidence=confidence)
+    raise AssertionError("unreachable: the last guess, windows-1252, decodes any bytes")
 
 
 def book_text(path: str | Path, scan: BookScan, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
     """Pass 2: the book's cleaned text in pieces (pieces may be empty; the last ends in "\\n")."""
     offset = 0
-    for piece in _cleaned(_decoded(Path(path), scan.encoding, chunk_bytes)):
+    for piece in _text(Path(path), scan.encoding, chunk_bytes, scan.markup_stripped):
         low, high = max(scan.begin - offset, 0), min(scan.end - offset, len(piece))
         offset += len(piece)
         if low < high:
@@ -201,22 +274,24 @@ def book_text(path: str | Path, scan: BookScan, chunk_bytes: int = CHUNK_BYTES) 
     yield "\n"
 
 
-def read_document(path: str | Path) -> Document:
+def read_document(path: str | Path, reading: Reading = Reading()) -> Document:
     """One book read whole: both passes, joined (the text training would tokenize)."""
     path = Path(path)
-    scan = scan_book(path)
+    scan = scan_book(path, reading=reading)
     return Document(
         name=path.stem,
         path=str(path),
         text="".join(book_text(path, scan)),
         encoding=scan.encoding,
         gutenberg_stripped=scan.gutenberg_stripped,
+        confidence=scan.confidence,
+        markup_stripped=scan.markup_stripped,
     )
 
 
-def read_corpus(paths: Sequence[str | Path]) -> list[Document]:
+def read_corpus(paths: Sequence[str | Path], reading: Reading = Reading()) -> list[Document]:
     """expand_paths, then read_document for each file, in that order (`bookgen corpus`)."""
-    return [read_document(path) for path in expand_paths(paths)]
+    return [read_document(path, reading) for path in expand_paths(paths)]
 
 
 def read_recorded_books(record: dict, purpose: str) -> list[Document]:
@@ -226,13 +301,14 @@ def read_recorded_books(record: dict, purpose: str) -> list[Document]:
     `purpose` ends the error a user sees when a book cannot be had: what they can do instead.
     """
     documents = []
+    reading = Reading(**record.get("reading", {}))  # as they were read for training
     paths = record.get("paths") or [None] * len(record.get("documents", []))
     for saved, path in zip(record.get("documents", []), paths, strict=False):
         name = saved.get("name", "?")
         if not path or not Path(path).is_file():
             where = f" (was {path})" if path else ""
             raise BookgenError(f"the training book {name!r} is not where it was{where}: {purpose}")
-        document = read_document(path)
+        document = read_document(path, reading)
         if hashlib.sha256(document.text.encode("utf-8")).hexdigest() != saved.get("sha256"):
             raise BookgenError(
                 f"{path}: the book has changed since the model was trained: {purpose}"
@@ -244,14 +320,19 @@ def read_recorded_books(record: dict, purpose: str) -> list[Document]:
 
 
 def _scan(
-    path: Path, encoding: str, chunk_bytes: int, on_bytes: Callable[[int], None] | None
+    path: Path,
+    encoding: str,
+    chunk_bytes: int,
+    on_bytes: Callable[[int], None] | None,
+    strip_markup: bool = True,
 ) -> BookScan:
     """Pass 1 in one encoding; raises _DecodeFailed if the bytes are not valid in it."""
     counts = _Counts()
     seen = np.zeros(0x110000, dtype=bool)  # by code point: does the cleaned file hold it?
     bounds = _Bounds()
     offset = 0
-    for piece in _cleaned(_decoded(path, encoding, chunk_bytes, counts, on_bytes)):
+    markup = strip_markup and _is_aozora(path, encoding)
+    for piece in _text(path, encoding, chunk_bytes, markup, counts, on_bytes):
         _mark_seen(seen, piece)
         bounds.find(piece, offset)
         offset += len(piece)
@@ -261,7 +342,40 @@ def _scan(
     if end <= begin:
         raise BookgenError(f"{path}: the file is empty (no text left after cleaning)")
     seen[ord("\n")] = True  # the text always ends with one, even a file with no line end
-    return BookScan(encoding, stripped, begin, end, "".join(map(chr, np.flatnonzero(seen))))
+    alphabet = "".join(map(chr, np.flatnonzero(seen)))
+    return BookScan(encoding, stripped, begin, end, alphabet, markup_stripped=markup)
+
+
+def _text(
+    path: Path,
+    encoding: str,
+    chunk_bytes: int,
+    markup: bool,
+    counts: _Counts | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Iterator[str]:
+    """The cleaned file in pieces, Aozora Bunko's markup stripped if `markup`: what both
+    passes read, so that their offsets agree."""
+    pieces = _cleaned(_decoded(path, encoding, chunk_bytes, counts, on_bytes))
+    return aozora.stripped(pieces) if markup else pieces
+
+
+AOZORA_EDGE_BYTES = 1 << 14  # the legend and the colophon lie within this of the file's ends
+
+
+def _is_aozora(path: Path, encoding: str) -> bool:
+    """Is the file from Aozora Bunko? Decided from its two ends alone, before pass 1 begins,
+    so that both passes strip the same markup."""
+    with _open(path) as file:
+        head = file.read(AOZORA_EDGE_BYTES)
+        file.seek(max(0, path.stat().st_size - AOZORA_EDGE_BYTES))  # even: UTF-16 stays aligned
+        tail = file.read()
+    if encoding in ("utf-16", "utf-32"):  # the ends' byte order is the byte-order mark's
+        little = head.startswith(codecs.BOM_UTF16_LE)
+        encoding += "-le" if little else "-be"
+    decoder = "cp1252" if encoding == "windows-1252" else encoding
+    decode = functools.partial(codecs.decode, encoding=decoder, errors="ignore")
+    return aozora.recognised(decode(head), decode(tail))
 
 
 def _mark_seen(seen: np.ndarray, text: str) -> None:
@@ -303,6 +417,8 @@ _BOMS = (
     (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
+    # GB18030's own mark (U+FEFF in GB18030): Chinese books saved by Windows tools start with it.
+    (b"\x84\x31\x95\x33", "gb18030"),
 )
 
 
@@ -335,28 +451,43 @@ def _byte_stats(path: Path, chunk_bytes: int) -> _ByteStats:
     return stats
 
 
-def _guessed_encodings(stats: _ByteStats) -> list[str]:
-    """The encodings to try, in order, for a file without a byte-order mark; the last one
-    never fails. The one place a guess is made: a new detector slots in here.
+def _guessed_encodings(path: Path, stats: _ByteStats) -> Iterator[tuple[str, float | None]]:
+    """(encoding, the detector's confidence or None), in the order to try them, for a file
+    without a byte-order mark; the last one never fails. The one place a guess is made, lazily:
+    the detector runs only once UTF-16 and UTF-8 have failed.
 
     UTF-16 whose BOM was lost comes first: the high byte of most characters of a Latin, Greek
     or Cyrillic text is 00, so NULs crowd one byte position of each pair and shun the other
     (stray NULs sprinkled into an 8-bit or UTF-8 text land on both alike; binary data that
     happens to fit, an array of small 16-bit numbers, decodes to control characters and is
     refused as binary). Then strict UTF-8; then Latin-1 if 0x85 is the only line end (old
-    IBM/Latin-1 files mark line ends with NEL), else Windows-1252, whose ellipsis 0x85 is.
+    IBM/Latin-1 files mark line ends with NEL), else the legacy encodings (bookgen.encodings).
     """
-    guesses = []
     if stats.size % 2 == 0:
         pairs = stats.size // 2
         odd, even = stats.odd_nuls, stats.nuls - stats.odd_nuls
         for nuls, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
             if nuls and nuls >= 0.1 * pairs and other <= nuls / 4:
-                guesses.append(encoding)
+                yield encoding, None
                 break
-    guesses.append("utf-8")
-    guesses.append("latin-1" if stats.has_nel and not stats.has_line_end else "windows-1252")
-    return guesses
+    yield "utf-8", None
+    if stats.has_nel and not stats.has_line_end:
+        yield "latin-1", None
+        return
+    yield from legacy_guesses(_sample(path), _WINDOWS_1252)
+
+
+SAMPLE_BYTES = 1 << 20  # what the detector reads: 1 MiB is 0.1 s of chardet, plenty of text
+
+
+def _sample(path: Path) -> bytes:
+    """The file's first SAMPLE_BYTES, cut after the last line end (never inside a character),
+    NULs dropped as decoding drops them."""
+    with _open(path) as file:
+        sample = file.read(SAMPLE_BYTES)
+    if len(sample) == SAMPLE_BYTES and b"\n" in sample:
+        sample = sample[: sample.rfind(b"\n") + 1]
+    return sample.replace(b"\x00", b"")
 
 
 # --- decoding ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bookgen.corpus import BookFile, Document
+from bookgen.corpus import BookFile, Document, Reading
 from bookgen.settings import TrainConfig
 from bookgen.streams import TokenStream
 from bookgen.tokencache import tokenize_corpus
@@ -52,5 +52,7 @@ def prepare_data(
     # can read them again; their sha256 tells whether they are still the same text.
     paths = [getattr(d, "path", None) for d in documents]
     corpus["paths"] = [str(Path(p).resolve()) if p else None for p in paths]
+    readings = {getattr(d, "reading", Reading()) for d in documents}  # one per run: the CLI's
+    corpus["reading"] = readings.pop().record() if len(readings) == 1 else Reading().record()
     corpus["chars_per_token"] = data.train.chars / max(len(data.train), 1)  # the copy guard's unit
     return PreparedData(data.tokenizer, data.train, data.val, corpus)

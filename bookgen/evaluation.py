@@ -15,7 +15,7 @@ from pathlib import Path
 from bookgen.catalog import resolve_inputs
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from bookgen.context import inference_context, resolve_device
-from bookgen.corpus import BookFile, open_corpus
+from bookgen.corpus import BookFile, Reading, open_corpus
 from bookgen.errors import BookgenError
 from bookgen.scoring import bits_per_char, evaluate
 from bookgen.streams import StreamBatcher, TokenStream
@@ -30,12 +30,17 @@ def evaluate_texts(
     *,
     reset_every: int | None = None,
     device: str = "auto",
+    encoding: str | None = None,
+    keep_markup: bool = False,
 ) -> dict:
-    """Run the checkpoint's best model statefully over the cleaned texts and score it."""
+    """Run the checkpoint's best model statefully over the cleaned texts and score it
+    (`encoding` forces how they are decoded, default: detected; `keep_markup` keeps
+    Aozora Bunko's markup)."""
     _check_reset_every(reset_every)
+    reading = Reading(encoding, keep_markup)  # a wrong name is said before the checkpoint is loaded
     folder = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
     loaded = load_checkpoint(folder, device=resolve_device(device))
-    books = open_corpus(resolve_inputs([str(p) for p in paths]))
+    books = open_corpus(resolve_inputs([str(p) for p in paths]), reading)
     return score(loaded, whole_text(loaded, books), reset_every)
 
 

@@ -35,7 +35,7 @@ from bookgen.budget import SHORT_RUN
 from bookgen.catalog import resolve_inputs
 from bookgen.checkpoint import Checkpoint, load_checkpoint
 from bookgen.context import resolve_device
-from bookgen.corpus import BookFile, open_corpus
+from bookgen.corpus import BookFile, Reading, open_corpus
 from bookgen.data import PreparedData, prepare_data
 from bookgen.errors import BookgenError
 from bookgen.evaluation import score, whole_text
@@ -120,6 +120,8 @@ def explain_streams(
     windows: int = DEFAULT_WINDOWS,
     checkpoint: str | Path | None = None,
     level: str | None = None,
+    encoding: str | None = None,
+    keep_markup: bool = False,
 ) -> Explanation:
     """Read the books as training does and show how `StreamBatcher` cuts them.
 
@@ -129,11 +131,12 @@ def explain_streams(
     """
     if windows < 1:
         raise BookgenError(f"--windows must be at least 1, not {windows}")
+    reading = Reading(encoding, keep_markup)  # a wrong name is said before the checkpoint is loaded
     loaded = None
     if checkpoint is not None:
         loaded = load_checkpoint(Path(checkpoint), device=resolve_device("auto"))
     config, batch_source = _settings(batch_size, bptt, loaded, level)
-    books = open_corpus(resolve_inputs([str(p) for p in paths]))
+    books = open_corpus(resolve_inputs([str(p) for p in paths]), reading)
     if loaded is not None:  # read twice through the token cache: split, and whole
         books = [_HashedOnce.of(book) for book in books]
     data = prepare_data(books, config, loaded.tokenizer if loaded is not None else None)
@@ -305,7 +308,7 @@ class _HashedOnce(BookFile):
 
     @classmethod
     def of(cls, book: BookFile) -> _HashedOnce:
-        return cls(book.name, book.path, book.size, book.sha256())
+        return cls(book.name, book.path, book.size, book.reading, digest=book.sha256())
 
     def sha256(self, on_bytes: Callable[[int], None] | None = None) -> str:
         if on_bytes is not None:

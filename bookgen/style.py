@@ -30,10 +30,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bookgen.errors import BookgenError
+
+if TYPE_CHECKING:
+    from bookgen.corpus import Reading
 
 COPY_GRAM = 20  # characters: the n-grams whose copied share is reported
 WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")  # letters, with inner apostrophes (don't)
@@ -138,12 +142,16 @@ def compare_style(
     checkpoint: str | Path | None = None,
     against: Sequence[str] = (),
     settings: StyleSettings | None = None,
+    encoding: str | None = None,
+    keep_markup: bool = False,
 ) -> StyleReport:
     """Compare the text in `text_path` with the training books of `checkpoint` (default: the
-    newest under ./checkpoints) and with the books `against` (files, folders, catalogue names).
+    newest under ./checkpoints) and with the books `against` (files, folders, catalogue names),
+    those decoded in `encoding` if given (default: detected), Aozora markup kept if
+    `keep_markup`.
     """
     from bookgen.checkpoint import latest_checkpoint, read_manifest
-    from bookgen.corpus import read_document, read_recorded_books
+    from bookgen.corpus import Reading, read_document, read_recorded_books
 
     text = read_document(text_path).text
     folder = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
@@ -151,19 +159,22 @@ def compare_style(
     training = read_recorded_books(read_manifest(folder)["corpus"], purpose=purpose)
     books = [Book(d.name, d.text, True) for d in training]
     seen = {Path(d.path).resolve() for d in training}
-    books += [Book(d.name, d.text, False) for d in _read_against(against, seen)]
+    books += [
+        Book(d.name, d.text, False)
+        for d in _read_against(against, seen, Reading(encoding, keep_markup))
+    ]
     return compare_texts(text, _unique_names(books), settings or StyleSettings(), str(text_path))
 
 
-def _read_against(against: Sequence[str], seen: set[Path]) -> list:
+def _read_against(against: Sequence[str], seen: set[Path], reading: Reading) -> list:
     """The --against books, read and cleaned; the training books (in `seen`) are left out."""
     from bookgen.catalog import resolve_inputs
     from bookgen.corpus import open_corpus, read_document
 
     if not against:
         return []
-    files = open_corpus(resolve_inputs(list(against)))
-    return [read_document(f.path) for f in files if Path(f.path).resolve() not in seen]
+    files = open_corpus(resolve_inputs(list(against)), reading)
+    return [read_document(f.path, reading) for f in files if Path(f.path).resolve() not in seen]
 
 
 def _unique_names(books: list[Book]) -> list[Book]:

@@ -5,7 +5,8 @@
 
 The key is the hash of each book's bytes (and name), the tokenizer (its JSON when one is given,
 else the settings it is built with), the validation share and the code that reads and
-tokenizes (corpus.py, tokenizer.py, this file): a changed book, setting or cleaning rule never
+tokenizes (corpus.py, encodings.py, aozora.py, tokenizer.py, this file) and how the books are
+read (a forced encoding, kept markup): a changed book, setting or cleaning rule never
 reads an old entry. An entry is a folder, renamed into place whole once written:
 
     meta.json    dtype, tokenizer JSON, per part its length, document starts (offsets),
@@ -38,7 +39,7 @@ from typing import BinaryIO
 import numpy as np
 
 from bookgen.cache import cache_dir
-from bookgen.corpus import BookFile, Document, book_text, scan_book
+from bookgen.corpus import BookFile, Document, Reading, book_text, scan_book
 from bookgen.errors import BookgenError
 from bookgen.files import atomic_folder
 from bookgen.streams import TokenStream, token_dtype
@@ -46,7 +47,8 @@ from bookgen.tokenizer import CharTokenizer, Tokenizer, WordTokenizer, tokenizer
 
 FORMAT = 1
 PIECE_CHARS = 1 << 23  # text tokenized at a time (numpy's arrays for it stay a few times this)
-_CODE = ("corpus.py", "tokenizer.py", "tokencache.py")
+# Every file whose change changes the tokens: how books are read, cleaned and tokenized.
+_CODE = ("corpus.py", "encodings.py", "aozora.py", "tokenizer.py", "tokencache.py")
 
 # on_progress(stage, done, total): "hashing" and "reading" count bytes, "tokenizing" characters.
 Progress = Callable[[str, int, int], None]
@@ -118,14 +120,16 @@ class _Source:
 
     def fingerprint(self, on_bytes: Callable[[int], None]) -> str:
         if self.book is not None:
-            return "bytes:" + self.book.sha256(on_bytes)
+            # The same bytes read another way (--encoding) are another text.
+            reading = "" if self.book.reading == Reading() else repr(self.book.reading)
+            return "bytes:" + self.book.sha256(on_bytes) + reading
         on_bytes(self.size)
         return "text:" + hashlib.sha256(self.document.text.encode("utf-8")).hexdigest()
 
     def scan(self, on_bytes: Callable[[int], None]) -> tuple[int, str]:
         """(characters of the cleaned book, its alphabet: every distinct character it may hold)."""
         if self.book is not None:
-            self._scan = scan_book(self.book.path, on_bytes=on_bytes)
+            self._scan = scan_book(self.book.path, on_bytes=on_bytes, reading=self.book.reading)
             return self._scan.chars, self._scan.alphabet
         on_bytes(self.size)
         return self.document.chars, "".join(sorted(set(self.document.text)))

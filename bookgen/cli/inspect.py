@@ -16,7 +16,9 @@ from bookgen.cli.options import (
     BooksArgument,
     BpttOption,
     CheckpointOption,
+    EncodingOption,
     JsonOption,
+    KeepMarkupOption,
     LevelOption,
     given,
 )
@@ -29,6 +31,8 @@ def corpus(
         Optional[Path],
         typer.Option(help="Write the exact cleaned text that training will see (UTF-8)."),
     ] = None,
+    encoding: EncodingOption = None,
+    keep_markup: KeepMarkupOption = False,
 ) -> None:
     """Show how bookgen reads your books: encoding, Gutenberg licence stripped, characters.
 
@@ -37,21 +41,29 @@ def corpus(
     model learns the book and not the licence.
     """
     from bookgen.catalog import resolve_inputs
-    from bookgen.corpus import read_corpus
+    from bookgen.corpus import Reading, read_corpus
     from bookgen.files import atomic_write
 
-    documents = read_corpus(resolve_inputs(paths))
+    documents = read_corpus(resolve_inputs(paths), Reading(encoding, keep_markup))
     table = Table(title="bookgen corpus")
     # A book's name is more use whole than the other columns.
     table.add_column("book", no_wrap=True, min_width=max(len(d.name) for d in documents))
-    for column in ("encoding", "gutenberg header", "characters", "distinct"):
-        table.add_column(
-            column, justify="right" if column in ("characters", "distinct") else "left"
-        )
+    for column in ("encoding", "detector sure", "gutenberg header", "characters", "distinct"):
+        figures = column in ("detector sure", "characters", "distinct")
+        table.add_column(column, justify="right" if figures else "left")
     for d in documents:
         stripped = "stripped" if d.gutenberg_stripped else "none"
-        table.add_row(d.name, d.encoding, stripped, f"{d.chars:,}", str(d.distinct_chars))
+        # No figure where no detector was asked (a byte-order mark, UTF, plain Western text).
+        sure = "-" if d.confidence is None else f"{d.confidence:.2f}"
+        table.add_row(d.name, d.encoding, sure, stripped, f"{d.chars:,}", str(d.distinct_chars))
     Console().print(table)
+    for d in documents:
+        if d.encoding_unsure:
+            err.print(
+                f"[yellow]warning:[/] {d.name}: the detector is unsure it is {d.encoding} "
+                f"({d.confidence:.2f}); check the text (--dump) or force one with --encoding",
+                soft_wrap=True,
+            )
     if dump is not None:
         atomic_write(dump, "".join(d.text for d in documents).encode("utf-8"))
         err.print(f"wrote the cleaned text to {dump}")
@@ -74,6 +86,8 @@ def explain(
             "worth on these books (bits per character, carried vs reset every T)."
         ),
     ] = None,
+    encoding: EncodingOption = None,
+    keep_markup: KeepMarkupOption = False,
 ) -> None:
     """Show, on your own books, how training cuts them into batch rows and windows.
 
@@ -90,7 +104,7 @@ def explain(
     with err.status("reading the books"):
         explanation = explain_streams(
             paths, options.get("batch_size"), options.get("bptt"), windows, checkpoint,
-            options.get("level"),
+            options.get("level"), encoding=encoding, keep_markup=keep_markup,
         )  # fmt: skip
     console = Console()
     for renderable in explain_renderables(explanation, width=console.width):
@@ -109,6 +123,8 @@ def evaluate(
         ),
     ] = None,
     as_json: JsonOption = False,
+    encoding: EncodingOption = None,
+    keep_markup: KeepMarkupOption = False,
 ) -> None:
     """Score a model on text: nats per token, perplexity and bits per character.
 
@@ -119,7 +135,13 @@ def evaluate(
     """
     from bookgen.evaluation import evaluate_texts
 
-    scores = evaluate_texts(paths, checkpoint, reset_every=reset_every)
+    scores = evaluate_texts(
+        paths,
+        checkpoint,
+        reset_every=reset_every,
+        encoding=encoding,
+        keep_markup=keep_markup,
+    )
     if as_json:
         print(json.dumps(scores))
         return
@@ -182,6 +204,8 @@ def style(
         ),
     ] = None,
     as_json: JsonOption = False,
+    encoding: EncodingOption = None,
+    keep_markup: KeepMarkupOption = False,
 ) -> None:
     """How close is a text to the book the model learned from, and to other books?
 
@@ -199,7 +223,9 @@ def style(
     """
     from bookgen.style import compare_style, style_tables
 
-    result = compare_style(text, checkpoint, against or ())
+    result = compare_style(
+        text, checkpoint, against or (), encoding=encoding, keep_markup=keep_markup
+    )
     if as_json:
         print(json.dumps(result.to_json()))
         return

@@ -60,6 +60,24 @@ BooksArgument = Annotated[
         show_default=False,
     ),
 ]
+# corpus, train, explain, eval, style: how to decode the books, when detection gets it wrong.
+EncodingOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Decode the books in this encoding (gb18030, big5, shift_jis, euc_kr, cp1251, "
+        "latin-1, ...) \\[default: detected, book by book].",
+        metavar="NAME",
+        show_default=False,
+    ),
+]
+KeepMarkupOption = Annotated[
+    bool,
+    typer.Option(
+        "--keep-markup",
+        help="Keep Aozora Bunko's markup (its legend, ruby 《…》 and ｜, ［＃…］ notes and 底本： "
+        "colophon), which is otherwise stripped as the Gutenberg licence is.",
+    ),
+]
 # eval, sample, chat, report, style: the model to read.
 CheckpointOption = Annotated[
     Optional[Path],

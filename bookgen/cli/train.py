@@ -18,7 +18,9 @@ from bookgen.cli.options import (
     BpttOption,
     CellOption,
     DeviceOption,
+    EncodingOption,
     HiddenSizeOption,
+    KeepMarkupOption,
     LayersOption,
     LevelOption,
     field_option,
@@ -120,6 +122,8 @@ def train(
     precision: Annotated[Precision, _train("precision")] = TrainConfig.precision,
     quiet: QuietOption = False,
     seed: OldSeedOption = None,
+    encoding: EncodingOption = None,
+    keep_markup: KeepMarkupOption = False,
 ) -> None:
     """Train a stateful character or word model on books and save it to a checkpoint folder.
 
@@ -134,6 +138,10 @@ def train(
     options = given(context, ModelConfig, TrainConfig)
     if "embeddings" in options:
         options["embeddings"] = str(options["embeddings"])
+    if encoding is not None:
+        options["encoding"] = encoding  # how to read, not a training setting: api.train's own
+    if keep_markup:
+        options["keep_markup"] = True
     result = _run(paths, out, resume, force, quiet, options)
     if result is None:  # not the process that reports
         return
