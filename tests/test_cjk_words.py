@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 
+from bookgen.corpus import open_corpus
 from bookgen.errors import BookgenError
+from bookgen.guard import CopyGuard, CopyIndex, CopyRun
 from bookgen.segment import JIEBA, SUDACHI, _chunks, _jieba, _sudachi, choose_segmenter
+from bookgen.tokencache import tokenize_corpus
 from bookgen.tokenizer import PARAGRAPH, WordTokenizer, tokenizer_from_json
 from tests.conftest import shared_corpus
 
@@ -124,3 +128,28 @@ def test_hongloumeng_words_are_words_not_clauses():
     # The space splitter's "words" were clauses; a segmenter's are one to a few characters.
     assert max(map(len, tokens[3:])) <= 12
     assert sum(map(len, tokens[3:1003])) / 1000 < 2.5
+
+
+# --- a large alphabet: a character model of a Chinese book has some 4,400 tokens -------------
+
+
+def test_a_4400_character_alphabet_is_cached_in_uint16_and_guarded(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))
+    han = [chr(0x4E00 + i) for i in range(4400)]
+    order = np.random.default_rng(0).permutation(len(han) * 3) % len(han)
+    text = "".join(han[i] for i in order) + "\n"
+    (tmp_path / "book.txt").write_text(text, encoding="utf-8")
+    data = tokenize_corpus(open_corpus([tmp_path / "book.txt"]), {"level": "char"})
+    tokens = np.asarray(data.train.tokens)
+    assert data.tokenizer.vocab_size == 4402 and tokens.dtype == np.uint16  # <unk> and "\n"
+    assert data.tokenizer.decode(tokens.tolist()) == text
+    # The guard's index is sized by the book's runs, not the vocabulary; a continuation of the
+    # book is blocked among all 4,402 tokens, ids above 255 included.
+    index = CopyIndex.build([tokens], 8, ["book"])
+    assert len(index.data) < 2 * len(tokens)
+    guard, run = CopyGuard(index, 8), CopyRun(8)
+    for token in tokens[1000:1008]:
+        run.push(int(token))
+    blocked = guard.blocked_tokens(run, data.tokenizer.vocab_size)
+    assert blocked[int(tokens[1008])] and int(tokens[1008]) > 255
+    assert int(blocked.sum()) <= 3  # the true continuation, and rarely a false "yes"
