@@ -12,6 +12,7 @@ push ids one at a time, print what comes back, and the pieces add up to `decode(
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import re
@@ -226,7 +227,7 @@ class WordTokenizer:
         if segmenter is None:
             tokenizer.normalizer, tokenizer.pre_tokenizer = _word_pipeline(lowercase)
         elif lowercase:
-            tokenizer.normalizer = normalizers.Lowercase()  # kept in the JSON, used by _split
+            tokenizer.normalizer = normalizers.Lowercase()  # kept in the JSON, used by _segmented
         counts: Counter[str] = Counter()
         for text in itertools.chain([first], texts):
             if segmenter is None:
@@ -375,11 +376,20 @@ def _pieces(tokenizer: HFTokenizer, text: str) -> list[str]:
     return [piece for piece, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
 
 
-def _segmented(tokenizer: HFTokenizer, segmenter: str, text: str) -> list[str]:
+def _segmented(tokenizer: HFTokenizer, segmenter: str, text: str) -> tuple[str, ...]:
     """Segmented text is not unwrapped: a line end there is no space between words."""
-    if tokenizer.normalizer is not None:  # lowercase, the only normalizer it is given
-        text = tokenizer.normalizer.normalize_str(text)
-    return segment(text, segmenter, PARAGRAPH, NEWLINE)
+    lowercase = tokenizer.normalizer is not None  # Lowercase, the only normalizer it is given
+    return _segment_once(text, segmenter, lowercase)
+
+
+@functools.lru_cache(maxsize=1)
+def _segment_once(text: str, segmenter: str, lowercase: bool) -> tuple[str, ...]:
+    """The last text's words, kept: the token cache segments a book's training part twice,
+    to count its words and then to encode it, and the segmenter is the slow part (jieba:
+    about 100 K characters a second)."""
+    if lowercase:
+        text = text.lower()
+    return tuple(segment(text, segmenter, PARAGRAPH, NEWLINE))
 
 
 class JoinedStreamDecoder:

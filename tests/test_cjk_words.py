@@ -153,3 +153,10 @@ def test_a_4400_character_alphabet_is_cached_in_uint16_and_guarded(tmp_path, mon
     blocked = guard.blocked_tokens(run, data.tokenizer.vocab_size)
     assert blocked[int(tokens[1008])] and int(tokens[1008]) > 255
     assert int(blocked.sum()) <= 3  # the true continuation, and rarely a false "yes"
+
+
+def test_lowercase_applies_to_segmented_text_and_survives_the_json():
+    pytest.importorskip("jieba")
+    words = tokenizer_from_json(WordTokenizer.build([CHINESE], lowercase=True).to_json(), "word")
+    tokens = [words.id_to_token(i) for i in words.encode(CHINESE)]
+    assert "python" in tokens and "Python" not in tokens
