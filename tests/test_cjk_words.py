@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import numpy as np
@@ -160,3 +161,19 @@ def test_lowercase_applies_to_segmented_text_and_survives_the_json():
     words = tokenizer_from_json(WordTokenizer.build([CHINESE], lowercase=True).to_json(), "word")
     tokens = [words.id_to_token(i) for i in words.encode(CHINESE)]
     assert "python" in tokens and "Python" not in tokens
+
+
+def test_a_chinese_word_model_trains_saves_and_writes_without_spaces(tmp_path):
+    pytest.importorskip("jieba")
+    import bookgen
+    from tests.conftest import TINY_MODEL
+
+    book = tmp_path / "hlm.txt"
+    book.write_text((CHINESE + "\n\n") * 30, encoding="utf-8")
+    out = tmp_path / "words"
+    bookgen.train(book, out, steps=150, level="word", learning_rate=1e-2, **TINY_MODEL)
+    writer = bookgen.load(out)
+    assert writer.tokenizer.segmenter == JIEBA
+    text = "".join(writer.generate("宝玉道：", length=60, temperature=0.5, random_seed=0))
+    assert re.search(r"[\u4e00-\u9fff]{4}", text)  # words joined as Chinese is written
+    assert not re.search(r"[\u4e00-\u9fff] [\u4e00-\u9fff]", text)  # no space the book lacks
