@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -177,3 +178,14 @@ def test_a_chinese_word_model_trains_saves_and_writes_without_spaces(tmp_path):
     text = "".join(writer.generate("宝玉道：", length=60, temperature=0.5, random_seed=0))
     assert re.search(r"[\u4e00-\u9fff]{4}", text)  # words joined as Chinese is written
     assert not re.search(r"[\u4e00-\u9fff] [\u4e00-\u9fff]", text)  # no space the book lacks
+
+
+def test_english_books_never_import_a_segmenter():
+    # A fresh interpreter: this session's other tests import them.
+    code = (
+        "import sys; from bookgen.tokenizer import WordTokenizer; "
+        "WordTokenizer.build(['It was the best of times.']).encode('It was.'); "
+        "print(sorted({'jieba', 'sudachipy'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
