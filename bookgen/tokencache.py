@@ -48,7 +48,7 @@ from bookgen.tokenizer import CharTokenizer, Tokenizer, WordTokenizer, tokenizer
 FORMAT = 1
 PIECE_CHARS = 1 << 23  # text tokenized at a time (numpy's arrays for it stay a few times this)
 # Every file whose change changes the tokens: how books are read, cleaned and tokenized.
-_CODE = ("corpus.py", "encodings.py", "aozora.py", "tokenizer.py", "tokencache.py")
+_CODE = ("corpus.py", "encodings.py", "aozora.py", "tokenizer.py", "segment.py", "tokencache.py")
 
 # on_progress(stage, done, total): "hashing" and "reading" count bytes, "tokenizing" characters.
 Progress = Callable[[str, int, int], None]

@@ -12,6 +12,8 @@ push ids one at a time, print what comes back, and the pieces add up to `decode(
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 import json
 import re
 from collections import Counter
@@ -24,6 +26,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers.models import WordLevel
 
 from bookgen.errors import BookgenError
+from bookgen.segment import SEGMENTERS, choose_segmenter, segment
 
 UNK_ID = 0
 
@@ -181,18 +184,25 @@ class WordTokenizer:
     The vocabulary is the unknown token, the paragraph and newline tokens, then the words of the
     training text by descending count (ties in code point order). Decoding writes prose with the
     spacing a person would use; see `WordStreamDecoder`.
+
+    Chinese and Japanese are cut by a `segmenter` (see segment.py) instead of the pattern: then
+    spaces are tokens too, and decoding joins the tokens as they are (`JoinedStreamDecoder`).
     """
 
     level = "word"
     unk_text = UNK_TOKEN
 
-    def __init__(self, tokenizer: HFTokenizer) -> None:
+    def __init__(self, tokenizer: HFTokenizer, segmenter: str | None = None) -> None:
         vocab = tokenizer.get_vocab()
         specials_first = all(vocab.get(t) == i for i, t in enumerate(SPECIAL_TOKENS))
         if not specials_first or sorted(vocab.values()) != list(range(len(vocab))):
             raise BookgenError("not a bookgen word tokenizer: it must start <unk> <p> <nl>")
+        if segmenter is not None and segmenter not in SEGMENTERS:
+            raise BookgenError(f"unknown word segmenter {segmenter!r} (bookgen knows {SEGMENTERS})")
         self._tokenizer = tokenizer
         self._tokens = sorted(vocab, key=vocab.__getitem__)  # id -> token
+        self.segmenter = segmenter
+        self._ids = vocab  # token -> id, for segmented text (HF's pattern does not apply)
 
     @classmethod
     def build(
@@ -210,10 +220,20 @@ class WordTokenizer:
         if min_count < 1:
             raise BookgenError(f"min count must be 1 or more, not {min_count}")
         tokenizer = HFTokenizer(WordLevel({UNK_TOKEN: UNK_ID}, unk_token=UNK_TOKEN))
-        tokenizer.normalizer, tokenizer.pre_tokenizer = _word_pipeline(lowercase)
+        texts = iter(texts)
+        first = next(texts, "")
+        # The first book decides: a corpus is one language, and books are read one at a time.
+        segmenter = choose_segmenter(first)
+        if segmenter is None:
+            tokenizer.normalizer, tokenizer.pre_tokenizer = _word_pipeline(lowercase)
+        elif lowercase:
+            tokenizer.normalizer = normalizers.Lowercase()  # kept in the JSON, used by _segmented
         counts: Counter[str] = Counter()
-        for text in texts:
-            counts.update(_pieces(tokenizer, unwrap_hard_wrapped(text)))
+        for text in itertools.chain([first], texts):
+            if segmenter is None:
+                counts.update(_pieces(tokenizer, unwrap_hard_wrapped(text)))
+            else:
+                counts.update(_segmented(tokenizer, segmenter, text))
         for special in SPECIAL_TOKENS:
             counts.pop(special, None)
         words = sorted(
@@ -223,22 +243,39 @@ class WordTokenizer:
             raise BookgenError(f"no word occurs {min_count} times or more: lower the minimum count")
         vocab = [*SPECIAL_TOKENS, *words[: vocab_size - len(SPECIAL_TOKENS)]]
         tokenizer.model = WordLevel({t: i for i, t in enumerate(vocab)}, unk_token=UNK_TOKEN)
-        return cls(tokenizer)
+        return cls(tokenizer, segmenter)
 
     @classmethod
     def from_json(cls, text: str) -> WordTokenizer:
+        segmenter = None
         try:
+            # HF's JSON has no room for more keys, so a segmented one is wrapped (see to_json).
+            data = json.loads(text)
+            if isinstance(data, dict) and "segmenter" in data:
+                segmenter, text = data["segmenter"], json.dumps(data["tokenizer"])
             tokenizer = HFTokenizer.from_str(text)
         except Exception as error:  # tokenizers raises plain Exceptions for malformed JSON
             raise BookgenError(f"the word tokenizer JSON could not be read: {error}") from None
-        return cls(tokenizer)
+        return cls(tokenizer, segmenter)
 
     @property
     def vocab_size(self) -> int:
         return len(self._tokens)
 
     def encode(self, text: str) -> list[int]:
+        if self.segmenter is not None:
+            return self._segmented_ids(text)[0]
         return self._tokenizer.encode(unwrap_hard_wrapped(text)).ids
+
+    def _segmented_ids(self, text: str) -> tuple[list[int], list[str]]:
+        """(ids, the pieces read as unknown) of `text` cut by the segmenter."""
+        ids, unknown, get = [], [], self._ids.get
+        for piece in _segmented(self._tokenizer, self.segmenter, text):
+            token_id = get(piece, UNK_ID)
+            ids.append(token_id)
+            if token_id == UNK_ID:
+                unknown.append(piece)
+        return ids, unknown
 
     def encode_long(self, text: str, piece_chars: int = 1 << 20) -> tuple[list[int], int]:
         """(encode(text), unknown_chars(text)) of a long text, in parallel pieces.
@@ -247,6 +284,9 @@ class WordTokenizer:
         non-space character that follows a space: no word, and no run of line ends (one <p>),
         spans a cut, so the pieces' ids end to end are the whole text's.
         """
+        if self.segmenter is not None:  # the segmenter, not HF, is the slow part here
+            ids, unknown_pieces = self._segmented_ids(text)
+            return ids, sum(map(len, unknown_pieces))
         text = unwrap_hard_wrapped(text)
         pieces, begin = [], 0
         while begin < len(text):
@@ -265,9 +305,13 @@ class WordTokenizer:
         return "".join(map(decoder.push, ids)) + decoder.flush()
 
     def unknown_chars(self, text: str) -> int:
+        if self.segmenter is not None:
+            return sum(map(len, self._segmented_ids(text)[1]))
         return sum(b - a for a, b in self._unknown_spans(text))
 
     def unknown(self, text: str) -> list[str]:
+        if self.segmenter is not None:
+            return list(dict.fromkeys(self._segmented_ids(text)[1]))
         return list(dict.fromkeys(text[a:b] for a, b in self._unknown_spans(text)))
 
     def _unknown_spans(self, text: str) -> list[tuple[int, int]]:
@@ -284,9 +328,14 @@ class WordTokenizer:
         return self._tokens[token_id]
 
     def to_json(self) -> str:
-        return self._tokenizer.to_str()
+        if self.segmenter is None:
+            return self._tokenizer.to_str()  # as every checkpoint before segmenters holds it
+        wrapped = {"segmenter": self.segmenter, "tokenizer": json.loads(self._tokenizer.to_str())}
+        return json.dumps(wrapped, ensure_ascii=False)
 
-    def stream_decoder(self) -> WordStreamDecoder:
+    def stream_decoder(self) -> WordStreamDecoder | JoinedStreamDecoder:
+        if self.segmenter is not None:
+            return JoinedStreamDecoder(self._tokens)
         return WordStreamDecoder(self._tokens)
 
 
@@ -325,6 +374,41 @@ def _cut_after_space(text: str, position: int) -> int:
 def _pieces(tokenizer: HFTokenizer, text: str) -> list[str]:
     normalized = tokenizer.normalizer.normalize_str(text)
     return [piece for piece, _ in tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
+
+
+def _segmented(tokenizer: HFTokenizer, segmenter: str, text: str) -> tuple[str, ...]:
+    """Segmented text is not unwrapped: a line end there is no space between words."""
+    lowercase = tokenizer.normalizer is not None  # Lowercase, the only normalizer it is given
+    return _segment_once(text, segmenter, lowercase)
+
+
+@functools.lru_cache(maxsize=1)
+def _segment_once(text: str, segmenter: str, lowercase: bool) -> tuple[str, ...]:
+    """The last text's words, kept: the token cache segments a book's training part twice,
+    to count its words and then to encode it, and the segmenter is the slow part (jieba:
+    about 100 K characters a second)."""
+    if lowercase:
+        text = text.lower()
+    return tuple(segment(text, segmenter, PARAGRAPH, NEWLINE))
+
+
+class JoinedStreamDecoder:
+    """Writes segmented words back as they were: no spaces between them (the spaces the text
+    had are tokens of their own), a line end for <nl> and a blank line for <p>."""
+
+    def __init__(self, tokens: Sequence[str]) -> None:
+        self._tokens = tokens
+
+    def push(self, token_id: int) -> str:
+        tokens = self._tokens
+        token = tokens[token_id] if 0 <= token_id < len(tokens) else UNK_TOKEN
+        return {PARAGRAPH: "\n\n", NEWLINE: "\n"}.get(token, token)
+
+    def flush(self) -> str:
+        return ""
+
+    def __deepcopy__(self, memo: dict) -> JoinedStreamDecoder:
+        return self  # it has no state of its own
 
 
 # How each token attaches to its neighbours when words are written back as prose.

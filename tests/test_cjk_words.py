@@ -1,0 +1,191 @@
+"""The word level for Chinese and Japanese: words from a segmenter, joined without spaces."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bookgen.corpus import open_corpus
+from bookgen.errors import BookgenError
+from bookgen.guard import CopyGuard, CopyIndex, CopyRun
+from bookgen.segment import JIEBA, SUDACHI, _chunks, _jieba, _sudachi, choose_segmenter
+from bookgen.tokencache import tokenize_corpus
+from bookgen.tokenizer import PARAGRAPH, WordTokenizer, tokenizer_from_json
+from tests.conftest import shared_corpus
+
+CHINESE = (
+    "　　宝玉道：“好妹妹，你且坐下。”黛玉笑道：“我不坐了。”\n\n"
+    "　　宝玉听了，便走了出去，说 Python 也好。\n"
+    "贾母笑道：“宝玉又来了。”老太太说：“宝玉，黛玉，都来。”"
+)
+JAPANESE = (
+    "私はその人を常に先生と呼んでいた。だからここでもただ先生と書くだけで本名は打ち明けない。\n\n"
+    "　先生は Python を書かなかった。"
+)
+ENGLISH = "It is a truth universally acknowledged, that a single man must be in want of a wife."
+
+
+def test_the_script_chooses_the_segmenter():
+    assert choose_segmenter(CHINESE) == JIEBA
+    assert choose_segmenter(JAPANESE) == SUDACHI
+    assert choose_segmenter(ENGLISH) is None
+    assert choose_segmenter("서울은 한국의 수도입니다. 한강이 흐릅니다.") is None  # spaced
+    assert choose_segmenter(ENGLISH + " 红楼梦") is None  # a few Han words in English
+    assert choose_segmenter("") is None
+
+
+def test_chinese_is_cut_into_words_and_joined_back_without_spaces():
+    pytest.importorskip("jieba")
+    words = WordTokenizer.build([CHINESE])
+    tokens = [words.id_to_token(i) for i in words.encode(CHINESE)]
+    assert words.segmenter == JIEBA
+    assert tokens[:4] == ["\u3000\u3000", "宝玉", "道", "："]
+    assert {"宝玉", "黛玉", "老太太", " ", PARAGRAPH} <= set(tokens)
+    # Spaces that were in the text are kept; none is added between words.
+    assert words.decode(words.encode(CHINESE)) == CHINESE
+    assert "".join(map(words.stream_decoder().push, words.encode(CHINESE))) == CHINESE
+
+
+def test_a_segmented_tokenizer_round_trips_through_its_json():
+    pytest.importorskip("jieba")
+    words = WordTokenizer.build([CHINESE])
+    saved = words.to_json()
+    again = tokenizer_from_json(saved, "word")
+    assert again.segmenter == JIEBA and again.to_json() == saved
+    assert again.encode(CHINESE) == words.encode(CHINESE)
+    assert again.encode_long(CHINESE) == (words.encode(CHINESE), 0)
+
+
+def test_unknown_chinese_words_are_counted_by_their_characters():
+    pytest.importorskip("jieba")
+    words = WordTokenizer.build([CHINESE])
+    assert words.unknown("宝玉和湘云") == ["和", "湘云"]
+    assert words.unknown_chars("宝玉和湘云") == 3
+
+
+def test_english_tokenizers_keep_their_json_as_before():
+    words = WordTokenizer.build([ENGLISH])
+    assert words.segmenter is None
+    assert "segmenter" not in words.to_json()
+    assert tokenizer_from_json(words.to_json(), "word").segmenter is None
+
+
+def test_jieba_keeps_its_cache_in_bookgens_folder_and_is_quiet(tmp_path, monkeypatch, capfd):
+    pytest.importorskip("jieba")
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path))
+    _jieba.cache_clear()
+    try:
+        assert _jieba()("宝玉道") == ["宝玉", "道"]
+    finally:
+        _jieba.cache_clear()
+    assert (tmp_path / "jieba" / "jieba.cache").exists()
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize(("make", "extra"), [(_jieba, "zh"), (_sudachi, "ja")])
+def test_a_missing_segmenter_says_how_to_install_it(monkeypatch, make, extra):
+    for module in ("jieba", "sudachipy"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails
+    make.cache_clear()
+    try:
+        with pytest.raises(BookgenError, match=rf"pip install 'bookgen\[{extra}\]'.*--level char"):
+            make()
+    finally:
+        make.cache_clear()
+
+
+def test_japanese_is_cut_into_words_and_joined_back():
+    pytest.importorskip("sudachipy")
+    words = WordTokenizer.build([JAPANESE])
+    tokens = [words.id_to_token(i) for i in words.encode(JAPANESE)]
+    assert words.segmenter == SUDACHI
+    assert tokens[:6] == ["私", "は", "その", "人", "を", "常"]
+    assert "\u3000" in tokens and " " in tokens
+    assert words.decode(words.encode(JAPANESE)) == JAPANESE
+
+
+def test_long_runs_are_cut_under_sudachis_limit_after_a_full_stop():
+    run = ("あ" * 99 + "。") * 400  # 120,000 bytes, no space
+    chunks = _chunks(run)
+    assert "".join(chunks) == run
+    assert all(len(c.encode("utf-8")) < 49_149 for c in chunks)
+    assert all(c.endswith("。") for c in chunks)
+
+
+def test_hongloumeng_words_are_words_not_clauses():
+    jieba = pytest.importorskip("jieba", reason="the Chinese word level needs jieba")
+    assert jieba
+    raw = shared_corpus("cjk/hongloumeng-gb18030.txt").read_bytes()
+    # Decoded by hand: detecting the encoding is another part of issue 24.
+    text = raw.decode("gb18030").lstrip("\ufeff")
+    words = WordTokenizer.build([text])  # the defaults: 20,000 words, min count 1
+    tokens = [words.id_to_token(i) for i in range(words.vocab_size)]
+    assert words.segmenter == JIEBA
+    assert words.vocab_size == 20_000
+    assert {"宝玉", "黛玉", "老太太", "凤姐", "贾母"} <= set(tokens)
+    # The space splitter's "words" were clauses; a segmenter's are one to a few characters.
+    assert max(map(len, tokens[3:])) <= 12
+    assert sum(map(len, tokens[3:1003])) / 1000 < 2.5
+
+
+# --- a large alphabet: a character model of a Chinese book has some 4,400 tokens -------------
+
+
+def test_a_4400_character_alphabet_is_cached_in_uint16_and_guarded(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOKGEN_CACHE_DIR", str(tmp_path / "cache"))
+    han = [chr(0x4E00 + i) for i in range(4400)]
+    order = np.random.default_rng(0).permutation(len(han) * 3) % len(han)
+    text = "".join(han[i] for i in order) + "\n"
+    (tmp_path / "book.txt").write_text(text, encoding="utf-8")
+    data = tokenize_corpus(open_corpus([tmp_path / "book.txt"]), {"level": "char"})
+    tokens = np.asarray(data.train.tokens)
+    assert data.tokenizer.vocab_size == 4402 and tokens.dtype == np.uint16  # <unk> and "\n"
+    assert data.tokenizer.decode(tokens.tolist()) == text
+    # The guard's index is sized by the book's runs, not the vocabulary; a continuation of the
+    # book is blocked among all 4,402 tokens, ids above 255 included.
+    index = CopyIndex.build([tokens], 8, ["book"])
+    assert len(index.data) < 2 * len(tokens)
+    guard, run = CopyGuard(index, 8), CopyRun(8)
+    for token in tokens[1000:1008]:
+        run.push(int(token))
+    blocked = guard.blocked_tokens(run, data.tokenizer.vocab_size)
+    assert blocked[int(tokens[1008])] and int(tokens[1008]) > 255
+    assert int(blocked.sum()) <= 3  # the true continuation, and rarely a false "yes"
+
+
+def test_lowercase_applies_to_segmented_text_and_survives_the_json():
+    pytest.importorskip("jieba")
+    words = tokenizer_from_json(WordTokenizer.build([CHINESE], lowercase=True).to_json(), "word")
+    tokens = [words.id_to_token(i) for i in words.encode(CHINESE)]
+    assert "python" in tokens and "Python" not in tokens
+
+
+def test_a_chinese_word_model_trains_saves_and_writes_without_spaces(tmp_path):
+    pytest.importorskip("jieba")
+    import bookgen
+    from tests.conftest import TINY_MODEL
+
+    book = tmp_path / "hlm.txt"
+    book.write_text((CHINESE + "\n\n") * 30, encoding="utf-8")
+    out = tmp_path / "words"
+    bookgen.train(book, out, steps=150, level="word", learning_rate=1e-2, **TINY_MODEL)
+    writer = bookgen.load(out)
+    assert writer.tokenizer.segmenter == JIEBA
+    text = "".join(writer.generate("宝玉道：", length=60, temperature=0.5, random_seed=0))
+    assert re.search(r"[\u4e00-\u9fff]{4}", text)  # words joined as Chinese is written
+    assert not re.search(r"[\u4e00-\u9fff] [\u4e00-\u9fff]", text)  # no space the book lacks
+
+
+def test_english_books_never_import_a_segmenter():
+    # A fresh interpreter: this session's other tests import them.
+    code = (
+        "import sys; from bookgen.tokenizer import WordTokenizer; "
+        "WordTokenizer.build(['It was the best of times.']).encode('It was.'); "
+        "print(sorted({'jieba', 'sudachipy'} & set(sys.modules)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
