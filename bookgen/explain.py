@@ -12,8 +12,8 @@ cache) and cut by the same `StreamBatcher`:
 Nothing here trains: `explain_streams` returns an `Explanation` (plain data, testable), and
 `explain_renderables` turns it into rich tables and text for the CLI to print. Given a
 checkpoint, the explanation also holds what its carried state is worth on these books
-(`state_value`: bits per character with the state carried, and reset every T tokens). The books
-are found and opened once, the checkpoint loaded once.
+(`Explanation.state_value`: bits per character with the state carried, and reset every T
+tokens). The books are found and opened once, the checkpoint loaded once.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Explanation:
     windows: list[list[WindowText]]  # [row][window]: the first windows of epoch 0
     crossings: list[Crossing]  # every book boundary inside the rows, in stream order
     checkpoint: str | None = None
-    state_value: dict | None = None  # with a checkpoint: see `state_value`
+    state_value: dict | None = None  # with a checkpoint: see `_state_value`
 
 
 # --- building the explanation ----------------------------------------------------------------
@@ -316,19 +316,6 @@ class _HashedOnce(BookFile):
         return self.digest
 
 
-def state_value(
-    paths: Sequence[str | Path], checkpoint: str | Path, bptt: int | None = None
-) -> dict:
-    """Bits per character of the checkpoint on these texts, state carried vs reset every `bptt`
-    tokens (default: the checkpoint's T). The gap is what the carried state is worth.
-
-    `explain_streams` with a checkpoint measures this too, from the books it has read.
-    """
-    loaded = load_checkpoint(Path(checkpoint), device=resolve_device("auto"))
-    books = open_corpus(resolve_inputs([str(p) for p in paths]))
-    return _state_value(loaded, books, bptt or int(loaded.train_config.get("bptt", 64)))
-
-
 def _state_value(loaded: Checkpoint, books: list[BookFile], bptt: int) -> dict:
     stream = whole_text(loaded, books)  # the whole text, as `bookgen eval` reads it
     carried = score(loaded, stream)
@@ -346,13 +333,9 @@ def _state_value(loaded: Checkpoint, books: list[BookFile], bptt: int) -> dict:
 # --- rendering -------------------------------------------------------------------------------
 
 
-def explain_renderables(
-    explanation: Explanation, value: dict | None = None, width: int = 100
-) -> list[RenderableType]:
-    """What `bookgen explain` prints, in order; `width` (the terminal's) sizes the window cells.
-
-    `value` defaults to the explanation's own `state_value` (measured with a checkpoint)."""
-    value = value if value is not None else explanation.state_value
+def explain_renderables(explanation: Explanation, width: int = 100) -> list[RenderableType]:
+    """What `bookgen explain` prints, in order; `width` (the terminal's) sizes the window cells."""
+    value = explanation.state_value  # None without a checkpoint
     parts: list[RenderableType] = [
         _title(explanation),
         _rows_table(explanation),
