@@ -7,12 +7,16 @@ fill it. Measured on Tiny Shakespeare (README, "Defaults for the budget"), a mod
 weights once the budget lets it read about `TOKENS_PER_WEIGHT` tokens per weight; below that a
 smaller model that reads more text is better.
 
-The size is chosen by walking a ladder, starting from 1 x 512:
+The size is chosen by walking a ladder upwards, from the smallest size:
 
-    1 x 128  <-  1 x 256  <-  [1 x 512]  ->  2 x 512
-    down while this size would read too little; up while the next would still read enough
+    1 x 128  ->  1 x 256  ->  1 x 512  ->  2 x 512
+    up while the next size would still read enough
 
-timing each size it considers with a real training step (through the precision probe, so its
+A bigger model never trains faster than a smaller one, so the smaller size's speed bounds what
+the next could read: a size that could not fill even at that speed is not timed at all. Timing a
+big model costs seconds (a 1 x 512 step with a 4,400-character alphabet takes about 2 s on a
+2-core AMD EPYC); walking up from the cheap end spends them only on sizes in reach. Each size it
+times is timed with a real training step (through the precision probe, so its
 figures are cached per machine and the next run pays nothing). Then the chosen size's reading
 sets three more defaults (`settings_for`), each measured the same way:
 
@@ -31,9 +35,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# (layers, hidden size), smallest first. START is the default model, where the walk begins.
+# (layers, hidden size), smallest first.
 LADDER: tuple[tuple[int, int], ...] = ((1, 128), (1, 256), (1, 512), (2, 512))
-START = 2
 TOKENS_PER_WEIGHT = 1.0
 LOW_DROPOUT_EPOCHS = 8.0
 SHORT_RUN_TOKENS = 2_000_000
@@ -65,25 +68,44 @@ class Measured:
         return f"{self.layers} x {self.hidden_size}"
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A size not timed: even at the speed of the smaller size below it, it could not fill."""
+
+    layers: int
+    hidden_size: int
+    weights: int
+    at_most: float  # tokens per weight it could read at best
+
+    @property
+    def name(self) -> str:
+        return f"{self.layers} x {self.hidden_size}"
+
+
 def choose_size(
-    measure: Callable[[int, int], Measured], seconds: float
-) -> tuple[Measured, list[Measured]]:
-    """The size to train for `seconds`, and every size timed on the way (in the order timed)."""
-    timed = [measure(*LADDER[START])]
-    index = START
-    if timed[-1].fills(seconds):
-        while index + 1 < len(LADDER):
-            bigger = measure(*LADDER[index + 1])
-            timed.append(bigger)
-            if not bigger.fills(seconds):
-                break
-            index += 1
-    else:
-        while index > 0 and not timed[-1].fills(seconds):
-            index -= 1
-            timed.append(measure(*LADDER[index]))
-    chosen = next(m for m in timed if (m.layers, m.hidden_size) == LADDER[index])
-    return chosen, timed
+    measure: Callable[[int, int], Measured], weights: Callable[[int, int], int], seconds: float
+) -> tuple[Measured, list[Measured | Skipped]]:
+    """The size to train for `seconds`, and every size considered on the way, in order: timed
+    (`Measured`) or ruled out untimed (`Skipped`, which ends the walk).
+
+    `measure` times a size; `weights` counts its trainable parameters without timing it.
+    """
+    chosen = measure(*LADDER[0])
+    considered: list[Measured | Skipped] = [chosen]
+    for layers, hidden_size in LADDER[1:]:
+        previous = considered[-1]
+        assert isinstance(previous, Measured)
+        count = weights(layers, hidden_size)
+        at_most = previous.tokens(seconds) / count
+        if at_most < TOKENS_PER_WEIGHT:
+            considered.append(Skipped(layers, hidden_size, count, at_most))
+            break
+        bigger = measure(layers, hidden_size)
+        considered.append(bigger)
+        if not bigger.fills(seconds):
+            break
+        chosen = bigger
+    return chosen, considered
 
 
 def settings_for(chosen: Measured, seconds: float, text_tokens: int) -> dict:
@@ -101,13 +123,19 @@ def settings_for(chosen: Measured, seconds: float, text_tokens: int) -> dict:
 
 
 def describe(
-    chosen: Measured, timed: list[Measured], seconds: float, text_tokens: int, settings: dict
+    chosen: Measured,
+    considered: list[Measured | Skipped],
+    seconds: float,
+    text_tokens: int,
+    settings: dict,
 ) -> str:
     """The start line's account of the choice, with the figures it rests on."""
     figures = "; ".join(
         f"{m.name} {m.tokens_per_s / 1000:.1f}k tok/s {m.precision}, "
         f"{m.tokens_per_weight(seconds):.1f} tokens per weight"
-        for m in timed
+        if isinstance(m, Measured)
+        else f"{m.name} not timed, at most {m.at_most:.1f} tokens per weight"
+        for m in considered
     )
     line = (
         f"model {chosen.name}, sized for {seconds / 60:.3g} min on this machine ({figures}; "

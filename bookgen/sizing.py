@@ -111,24 +111,30 @@ def size_for_budget(
     # Timed at the batch size asked for: the size chosen may change it, not the timing.
     batcher = StreamBatcher(train, c.batch_size, c.bptt)
 
-    def measure(layers: int, hidden_size: int) -> Measured:
+    def build(layers: int, hidden_size: int) -> RecurrentLM:
         options = {**model_options, "layers": layers, "hidden_size": hidden_size}
         # Building it leaves the run's random stream alone.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            model = RecurrentLM(ModelConfig(vocab_size, **options)).to(device)
+            return RecurrentLM(ModelConfig(vocab_size, **options))
+
+    def weights(layers: int, hidden_size: int) -> int:
+        return sum(p.numel() for p in build(layers, hidden_size).parameters())
+
+    def measure(layers: int, hidden_size: int) -> Measured:
+        model = build(layers, hidden_size).to(device)
         choice = run_precision(c, device, model, batcher)
         rate = choice.tokens_per_s.get(choice.precision)
         if rate is None:  # the precision was not measured (asked for, or fp32 is all)
             rate = speed(c, device, model, batcher, choice.precision)
-        weights = sum(p.numel() for p in model.parameters())
-        return Measured(layers, hidden_size, weights, rate, choice.precision)
+        count = sum(p.numel() for p in model.parameters())
+        return Measured(layers, hidden_size, count, rate, choice.precision)
 
-    chosen, timed = choose_size(measure, seconds)
+    chosen, considered = choose_size(measure, weights, seconds)
     given = set(model_options) | set(c.given)
     settings = {
         k: v for k, v in settings_for(chosen, seconds, len(train)).items() if k not in given
     }
-    note = describe(chosen, timed, seconds, len(train), settings)
+    note = describe(chosen, considered, seconds, len(train), settings)
     sized = {**model_options, "layers": chosen.layers, "hidden_size": chosen.hidden_size}
     if "dropout" in settings:
         sized["dropout"] = settings.pop("dropout")

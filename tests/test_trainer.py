@@ -242,25 +242,27 @@ def _speeds(monkeypatch, by_hidden: dict[tuple[int, int], float]) -> list[tuple[
     return timed
 
 
-# What a size reads in 60 s, per weight, at these speeds: 1 x 512 has 2.1M weights here.
+# What a size reads in 60 s, per weight, at these speeds: 1 x 256 has 0.4M weights here,
+# 1 x 512 2.1M, 2 x 512 4.2M.
 FAST = {(1, 128): 1e7, (1, 256): 1e7, (1, 512): 1e6, (2, 512): 5e4}
+ALL = [(1, 128), (1, 256), (1, 512), (2, 512)]
 
 
 @pytest.mark.parametrize(
-    ("speeds", "chosen", "timed"),
+    ("speeds", "chosen", "timed", "untimed"),
     [
-        # 1 x 512 reads 60M tokens (28 per weight): up; 2 x 512 reads 6M (1.4 per weight): up.
-        ({**FAST, (2, 512): 1e5}, (2, 512), [(1, 512), (2, 512)]),
-        # 2 x 512 would read 0.7 per weight: 1 x 512 stays.
-        (FAST, (1, 512), [(1, 512), (2, 512)]),
-        # 1 x 512 reads 0.3 per weight: down to 1 x 256, which reads 1.1 per weight.
-        ({**FAST, (1, 512): 1e4, (1, 256): 1e4}, (1, 256), [(1, 512), (1, 256)]),
-        # Nothing is filled: the smallest.
-        ({(1, 512): 1.0, (1, 256): 1.0, (1, 128): 1.0}, (1, 128), [(1, 512), (1, 256), (1, 128)]),
+        # Up from 1 x 128: 1 x 512 reads 60M tokens (28 per weight), 2 x 512 6M (1.4).
+        ({**FAST, (2, 512): 1e5}, (2, 512), ALL, None),
+        # 2 x 512 could read 14 per weight at 1 x 512's speed, so it is timed: 0.7, too few.
+        (FAST, (1, 512), ALL, None),
+        # 1 x 256 reads 1.1 per weight; even at that speed 1 x 512 could read only 0.3: untimed.
+        ({**FAST, (1, 256): 1e4}, (1, 256), ALL[:2], "1 x 512 not timed, at most 0.3 tokens"),
+        # Nothing is filled: the smallest, and nothing bigger is timed.
+        ({(1, 128): 1.0}, (1, 128), ALL[:1], "1 x 256 not timed, at most 0.0 tokens"),
     ],
 )
 def test_a_minutes_budget_gets_the_largest_size_it_fills(
-    tiny_book, tmp_path, monkeypatch, speeds, chosen, timed
+    tiny_book, tmp_path, monkeypatch, speeds, chosen, timed, untimed
 ):
     from bookgen.settings import TrainConfig
     from bookgen.trainer import Trainer
@@ -271,11 +273,13 @@ def test_a_minutes_budget_gets_the_largest_size_it_fills(
     trainer = Trainer(open_corpus([tiny_book]), {}, config, tmp_path / "m")
     assert (trainer.model.config.layers, trainer.model.config.hidden_size) == chosen
     assert measured == timed
-    name = f"{chosen[0]} x {chosen[1]}"
-    assert trainer.started.size_note.startswith(f"model {name}, sized for ")
-    assert (
-        "1 x 512 " in trainer.started.size_note and "tokens per weight" in trainer.started.size_note
-    )
+    note = trainer.started.size_note
+    assert note.startswith(f"model {chosen[0]} x {chosen[1]}, sized for ")
+    for layers, hidden in timed:
+        assert f"{layers} x {hidden} {speeds[layers, hidden] / 1000:.1f}k tok/s" in note
+    assert (untimed is not None) == ("not timed" in note)
+    if untimed is not None:
+        assert untimed in note
 
 
 def test_the_chosen_size_starts_from_the_weights_it_would_by_hand(tiny_book, tmp_path, monkeypatch):
@@ -284,7 +288,7 @@ def test_the_chosen_size_starts_from_the_weights_it_would_by_hand(tiny_book, tmp
     from bookgen.settings import TrainConfig
     from bookgen.trainer import Trainer
 
-    _speeds(monkeypatch, {(1, 512): 1e9, (2, 512): 1e9})
+    _speeds(monkeypatch, dict.fromkeys(ALL, 1e9))
     train = {k: v for k, v in TINY_MODEL.items() if k not in ("hidden_size", "dropout")}
     documents = open_corpus([tiny_book])
     chosen = Trainer(documents, {}, TrainConfig(minutes=1, auto_size=True, **train), tmp_path / "a")
