@@ -14,8 +14,9 @@ The size is chosen by walking a ladder upwards, from the smallest size:
 
 A bigger model never trains faster than a smaller one, so the smaller size's speed bounds what
 the next could read: a size that could not fill even at that speed is not timed at all. Timing a
-big model costs seconds (a 1 x 512 step with a 4,400-character alphabet takes about 2 s on a
-2-core AMD EPYC); walking up from the cheap end spends them only on sizes in reach. Each size it
+big model costs seconds (a 1 x 512 step with a 4,400-character alphabet takes about 1 s on a
+2-core AMD EPYC, and a probe runs several); walking up from the cheap end spends them only on
+sizes in reach. Each size it
 times is timed with a real training step (through the precision probe, so its
 figures are cached per machine and the next run pays nothing). Then the chosen size's reading
 sets three more defaults (`settings_for`), each measured the same way:
