@@ -71,6 +71,11 @@ def test_windows_are_whole_lines_with_something_past_ascii():
     assert pieces == bench.windows(data, 1024, 20, random.Random(1))  # the seed places them
 
 
+def test_a_file_no_longer_than_a_window_is_one_window():
+    data = "first line\nžluťoučký kůň\n".encode("cp1250") * 10
+    assert bench.windows(data, 1024, 30, random.Random(0)) == [data[len(b"first line\n") :]]
+
+
 def test_no_window_of_a_pure_ascii_file():
     assert bench.windows(b"plain line\n" * 5000, 1024, 5, random.Random(0)) == []
 
