@@ -16,12 +16,14 @@ One reader, in chunks, so that a book larger than memory can be read; it goes ov
     each pass:  bytes, in chunks --_decoded--> str --_cleaned--> str cut just after a "\\n"
                 --aozora.stripped--> str    (only for a file from Aozora Bunko: its markup)
 
-The encoding is chosen in one place (`_chosen`: forced by the user, else a byte-order mark,
-else `_guessed_encodings`, which asks bookgen.encodings about legacy encodings) and bytes
-become text in one (`_decoder`). `read_document` is both passes joined into a Document, a
-book's text in memory: what `bookgen corpus` (and its --dump), `style` and the copy guard read.
-Words used here: a *book* is what a user names, in any form; a `BookFile` is one on disk, a
-`Document` one read into memory.
+What is not reading lives beside this module, one concern each: which encoding a file is in
+(bookgen.encodings: `_chosen` asks it, after an encoding the user forced), binary or text
+(bookgen.binary: counted as pass 1 decodes), where the Project Gutenberg licence ends and begins
+again (bookgen.gutenberg: found during pass 1), and Aozora Bunko's markup (bookgen.aozora).
+Bytes become text in one place (`_decoder`). `read_document` is both passes joined into a
+Document, a book's text in memory: what `bookgen corpus` (and its --dump), `style` and the copy
+guard read. Words used here: a *book* is what a user names, in any form; a `BookFile` is one on
+disk, a `Document` one read into memory.
 
 Nothing here writes to disk.
 """
@@ -44,8 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bookgen import aozora
-from bookgen.encodings import UNSURE, legacy_guesses, mojibake_hint
+from bookgen import aozora, binary, encodings, gutenberg
+from bookgen.encodings import UNSURE, WINDOWS_1252
 from bookgen.encodings import forced as forced_encoding
 from bookgen.errors import BookgenError, BookgenWarning
 
@@ -226,7 +228,7 @@ def scan_book(
     )
     found = _chosen(path, scan, chunk_bytes, reading.encoding)
     if found.encoding in ("windows-1252", "latin-1"):
-        hint = mojibake_hint(_sample(path))
+        hint = encodings.mojibake_hint(encodings.sample(_head(path, encodings.SAMPLE_BYTES)))
         if hint is not None:
             warnings.warn(
                 f"{path}: read as {found.encoding}, the text looks like a double-byte or "
@@ -247,7 +249,7 @@ def _chosen(path: Path, scan: Callable[[str], BookScan], chunk_bytes: int, force
                 f"{path}: is not valid {forced} ({failed.reason} at byte {failed.position}); "
                 f"leave out --encoding to have it detected"
             ) from None
-    named = _bom_encodings(path)
+    named = encodings.bom_encodings(_head(path, encodings.BOM_BYTES))
     for encoding in named:
         try:
             return scan(encoding)
@@ -257,7 +259,11 @@ def _chosen(path: Path, scan: Callable[[str], BookScan], chunk_bytes: int, force
                     f"{path}: starts with a {encoding.upper()} byte-order mark but is not valid "
                     f"{encoding.upper()} ({failed.reason} at byte {failed.position})"
                 ) from None
-    for encoding, confidence in _guessed_encodings(path, _byte_stats(path, chunk_bytes)):
+    stats = encodings.ByteStats()
+    for block in _file_blocks(path, max(2, chunk_bytes - chunk_bytes % 2)):  # even: parity kept
+        stats.add(block)
+    head = functools.partial(_head, path, encodings.SAMPLE_BYTES)
+    for encoding, confidence in encodings.guesses(stats, head):
         with contextlib.suppress(_DecodeFailed):
             return dataclasses.replace(scan(encoding), confidence=confidence)
     raise AssertionError("unreachable: the last guess, windows-1252, decodes any bytes")
@@ -327,9 +333,9 @@ def _scan(
     strip_markup: bool = True,
 ) -> BookScan:
     """Pass 1 in one encoding; raises _DecodeFailed if the bytes are not valid in it."""
-    counts = _Counts()
+    counts = binary.Counts()
     seen = np.zeros(0x110000, dtype=bool)  # by code point: does the cleaned file hold it?
-    bounds = _Bounds()
+    bounds = gutenberg.Bounds()
     offset = 0
     markup = strip_markup and _is_aozora(path, encoding)
     for piece in _text(path, encoding, chunk_bytes, markup, counts, on_bytes):
@@ -351,7 +357,7 @@ def _text(
     encoding: str,
     chunk_bytes: int,
     markup: bool,
-    counts: _Counts | None = None,
+    counts: binary.Counts | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> Iterator[str]:
     """The cleaned file in pieces, Aozora Bunko's markup stripped if `markup`: what both
@@ -391,6 +397,12 @@ def _file_blocks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
             yield block
 
 
+def _head(path: Path, size: int) -> bytes:
+    """The file's first `size` bytes."""
+    with _open(path) as file:
+        return file.read(size)
+
+
 def _open(path: Path):
     if path.is_dir():
         raise BookgenError(f"{path}: is a folder, not a file (read_corpus takes folders)")
@@ -404,121 +416,19 @@ def _open(path: Path):
         raise BookgenError(f"{path}: cannot read the file ({error.strerror})") from None
 
 
-# --- which encoding ----------------------------------------------------------------------------
-#
-# A byte-order mark names the encoding (the file is refused if it is not valid in it); without
-# one, _guessed_encodings orders the guesses and the first the bytes are valid in wins.
-
-# UTF-32 comes first: its little-endian BOM (FF FE 00 00) begins with UTF-16's (FF FE), and a
-# UTF-16 LE text whose first character is U+0000 also starts FF FE 00 00.
-_BOMS = (
-    (codecs.BOM_UTF8, "utf-8-sig"),
-    (codecs.BOM_UTF32_LE, "utf-32"),
-    (codecs.BOM_UTF32_BE, "utf-32"),
-    (codecs.BOM_UTF16_LE, "utf-16"),
-    (codecs.BOM_UTF16_BE, "utf-16"),
-    # GB18030's own mark (U+FEFF in GB18030): Chinese books saved by Windows tools start with it.
-    (b"\x84\x31\x95\x33", "gb18030"),
-)
-
-
-def _bom_encodings(path: Path) -> list[str]:
-    """The encodings the file's byte-order mark may name, in the order to try them."""
-    with _open(path) as file:
-        head = file.read(4)
-    return [encoding for bom, encoding in _BOMS if head.startswith(bom)]
-
-
-@dataclass
-class _ByteStats:
-    """What guessing an encoding needs, counted over the whole file."""
-
-    size: int = 0
-    nuls: int = 0
-    odd_nuls: int = 0  # NULs at odd byte positions
-    has_nel: bool = False  # 0x85
-    has_line_end: bool = False  # LF or CR
-
-
-def _byte_stats(path: Path, chunk_bytes: int) -> _ByteStats:
-    stats = _ByteStats()
-    for block in _file_blocks(path, max(2, chunk_bytes - chunk_bytes % 2)):  # even: parity kept
-        stats.size += len(block)
-        stats.nuls += block.count(0)
-        stats.odd_nuls += block[1::2].count(0)
-        stats.has_nel |= b"\x85" in block
-        stats.has_line_end |= b"\n" in block or b"\r" in block
-    return stats
-
-
-def _guessed_encodings(path: Path, stats: _ByteStats) -> Iterator[tuple[str, float | None]]:
-    """(encoding, the detector's confidence or None), in the order to try them, for a file
-    without a byte-order mark; the last one never fails. The one place a guess is made, lazily:
-    the detector runs only once UTF-16 and UTF-8 have failed.
-
-    UTF-16 whose BOM was lost comes first: the high byte of most characters of a Latin, Greek
-    or Cyrillic text is 00, so NULs crowd one byte position of each pair and shun the other
-    (stray NULs sprinkled into an 8-bit or UTF-8 text land on both alike; binary data that
-    happens to fit, an array of small 16-bit numbers, decodes to control characters and is
-    refused as binary). Then strict UTF-8; then Latin-1 if 0x85 is the only line end (old
-    IBM/Latin-1 files mark line ends with NEL), else the legacy encodings (bookgen.encodings).
-    """
-    if stats.size % 2 == 0:
-        pairs = stats.size // 2
-        odd, even = stats.odd_nuls, stats.nuls - stats.odd_nuls
-        for nuls, other, encoding in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
-            if nuls and nuls >= 0.1 * pairs and other <= nuls / 4:
-                yield encoding, None
-                break
-    yield "utf-8", None
-    if stats.has_nel and not stats.has_line_end:
-        yield "latin-1", None
-        return
-    yield from legacy_guesses(_sample(path), _WINDOWS_1252)
-
-
-SAMPLE_BYTES = 1 << 20  # what the detector reads: 1 MiB is 0.1 s of chardet, plenty of text
-
-
-def _sample(path: Path) -> bytes:
-    """The file's first SAMPLE_BYTES, cut after the last line end (never inside a character),
-    NULs dropped as decoding drops them."""
-    with _open(path) as file:
-        sample = file.read(SAMPLE_BYTES)
-    if len(sample) == SAMPLE_BYTES and b"\n" in sample:
-        sample = sample[: sample.rfind(b"\n") + 1]
-    return sample.replace(b"\x00", b"")
-
-
 # --- decoding ----------------------------------------------------------------------------------
 
 # Encodings in which a NUL byte can only be junk: it is dropped before decoding (which also
-# rejoins a UTF-8 character that a stray NUL split in two), with a warning (_Counts.judge).
+# rejoins a UTF-8 character that a stray NUL split in two), with a warning (binary.Counts).
 # In the others a NUL decodes to U+0000, which cleaning drops, with the same warning.
 _NUL_IS_JUNK = ("utf-8", "latin-1", "windows-1252")
-
-
-def _windows_1252_table() -> str:
-    """Byte -> character: Windows-1252, but the five bytes it leaves undefined (0x81 0x8D 0x8F
-    0x90 0x9D) keep their Latin-1 meaning instead of failing. A charmap table: decoding with it
-    runs in C, 60x faster than translating Latin-1 text."""
-    table = []
-    for byte in range(256):
-        try:
-            table.append(bytes([byte]).decode("windows-1252"))
-        except UnicodeDecodeError:
-            table.append(chr(byte))
-    return "".join(table)
-
-
-_WINDOWS_1252 = _windows_1252_table()
 
 
 def _decoder(encoding: str) -> Callable[[bytes, bool], str]:
     """decode(bytes, is the last piece) -> text, for one pass over a file in `encoding`: a
     character split across two pieces is held until the next. Raises UnicodeDecodeError."""
     if encoding == "windows-1252":
-        return lambda block, final: codecs.charmap_decode(block, "strict", _WINDOWS_1252)[0]
+        return lambda block, final: codecs.charmap_decode(block, "strict", WINDOWS_1252)[0]
     return codecs.getincrementaldecoder(encoding)("strict").decode
 
 
@@ -533,7 +443,7 @@ def _decoded(
     path: Path,
     encoding: str,
     chunk_bytes: int,
-    counts: _Counts | None = None,
+    counts: binary.Counts | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[str, bool]]:
     """(text, is the last piece) of the file; counts what judging binary needs, if asked."""
@@ -560,90 +470,6 @@ def _decoded(
         if counts is not None:
             counts.add(text)
         yield text, final
-
-
-# --- binary or text? -------------------------------------------------------------------------
-
-# Characters no text holds: U+FFFD (an earlier tool already failed to decode) and the control
-# characters but those a text file may legitimately hold (tab, line ends, form feed, the DOS
-# end-of-file mark 0x1A). Category Cc is exactly U+0000-001F and U+007F-009F. NUL is judged
-# apart (see below).
-_NOT_TEXT = re.compile(r"[\x01-\x08\x0e-\x19\x1b-\x1f\x7f-\x84\x86-\x9f\ufffd]")
-_NOT_TEXT_ASCII = bytes([*range(0x01, 0x09), *range(0x0E, 0x1A), *range(0x1B, 0x20), 0x7F])
-
-# Binary or text? Measured, decoding as here, on real texts with junk in them and real
-# binaries. "not text": the share of _NOT_TEXT among the characters other than NUL; "NUL": the
-# share of NUL among all characters. NULs were sprinkled at random bytes, splitting characters.
-#
-#     file                                                   not text      NUL
-#     6 shared books: ASCII, UTF-8, Windows-1252                 0.0%       0%
-#       the same with 5% / 10% / 20% / 40% NULs                 0.0%   5%-40%
-#     a book as UTF-16 with and without BOM, as Latin-1 NEL,
-#       with form feeds; Russian as UTF-16, cp1251, KOI8-R       0.0%       0%
-#     a book with ANSI colour codes                              0.2%       0%
-#     a book with 1% U+FFFD                                      1.0%       0%
-#     the short Windows-1252 string in test_corpus.py that
-#       holds 5 of the bytes Windows-1252 leaves undefined       3.3%       0%
-#     ------------------------------------------------------ limit 4% -- limit 50% --
-#     gettext .mo catalogue                                      5.1%      15%
-#     safetensors of randn: float64, float16, bfloat16      6.2%-7.3%   0%-39%
-#     PDFs in /usr/share/doc                               7.4%-11.8%       0%
-#     safetensors of randn: float32                              9.7%       0%
-#     zip, wheel, gzip, PNG, JPEG, WOFF2, .npy, random     11.1%-16.1%   0%-13%
-#     ELF (/bin/ls, libc.so.6), .pyc, TrueType font        17.6%-33.0%  10%-35%
-#     NUL over half: a sqlite database (0.7% not text, 75% NUL), safetensors of zeros
-#       (5.6%, 98%), the python launcher ELF (26%, 82%), UTF-32 without BOM (0%, 75%)
-#
-# NUL has no place in the first share: counted in it, a book with 5% NULs (5%) sits next to
-# float16 tensors (6.7%), and one with 20% NULs above random bytes (12.5%). A file is refused
-# when either limit is passed; a file of more NUL than anything else is no text with junk in it.
-_NOT_TEXT_LIMIT = 0.04
-
-
-@dataclass
-class _Counts:
-    """What deciding "text or binary?" needs, counted as the bytes are decoded."""
-
-    characters: int = 0  # decoded, and NUL bytes dropped before decoding
-    nuls: int = 0  # NUL characters, and NUL bytes dropped before decoding
-    not_text: int = 0  # characters of _NOT_TEXT
-
-    def dropped(self, nul_bytes: int) -> None:
-        self.characters += nul_bytes
-        self.nuls += nul_bytes
-
-    def add(self, text: str) -> None:
-        self.characters += len(text)
-        self.nuls += text.count("\x00")
-        if text.isascii():  # bytes.translate counts 20x faster than the regular expression
-            data = text.encode("ascii")
-            self.not_text += len(data) - len(data.translate(None, _NOT_TEXT_ASCII))
-        else:
-            self.not_text += len(_NOT_TEXT.findall(text))
-
-    def judge(self, name: str) -> None:
-        """Refuse binary data; warn about NULs (cleaning drops the ones still in the text)."""
-        total, nuls = self.characters, self.nuls
-        others = total - nuls
-        if nuls > others:
-            raise BookgenError(
-                f"{name}: looks like a binary file, not text "
-                f"({nuls / total:.0%} of its {total:,} characters are NUL characters)"
-            )
-        if self.not_text > _NOT_TEXT_LIMIT * others:
-            raise BookgenError(
-                f"{name}: looks like a binary file, not text ({self.not_text / others:.0%} of "
-                f"its {others:,} characters other than NUL are control characters or U+FFFD "
-                f"replacement characters)"
-            )
-        if nuls:
-            share = f"{nuls / total:.1%}" if nuls >= 0.001 * total else "under 0.1%"
-            warnings.warn(
-                f"{name}: dropped {nuls:,} stray NUL{'s' if nuls > 1 else ''} ({share} of its "
-                f"characters); the rest reads as text",
-                BookgenWarning,
-                stacklevel=2,
-            )
 
 
 # --- cleaning --------------------------------------------------------------------------------
@@ -689,120 +515,3 @@ def _clean_piece(text: str) -> str:
         if line_end in text:
             text = text.replace(line_end, "\n")
     return _DROPPED.sub("", text)
-
-
-# --- the Project Gutenberg licence, and blank ends ---------------------------------------------
-
-# Marker lines may be indented (Pride and Prejudice's footer is) and are matched whole.
-_START = re.compile(
-    r"^[ \t]*(?:"
-    r"\*+[ \t]*START OF (?:THE |THIS )?PROJECT GUTENBERG E-?(?:BOOK|TEXT)\b"
-    r"|\*END\*THE SMALL PRINT! FOR PUBLIC DOMAIN E-?(?:BOOK|TEXT)S\*"
-    r")[^\n]*$",
-    re.IGNORECASE | re.MULTILINE,
-)
-_END = re.compile(
-    r"^[ \t]*(?:\*+[ \t]*)?"
-    r"END OF (?:THE |THIS )?PROJECT GUTENBERG(?:['’]S\b| E-?(?:BOOK|TEXT)\b)[^\n]*$",
-    re.IGNORECASE | re.MULTILINE,
-)
-# The casefolded words every marker line holds: only pieces that hold one of them are
-# searched with the (slow) marker patterns.
-_MARKER_WORDS = ("gutenberg", "small print")
-_NOT_SPACE = re.compile(r"\S")
-
-
-def _marker_lines(piece: str) -> list[tuple[int, int]]:
-    """(begin, end) of the lines of `piece` that hold a marker word, in order: the only lines
-    a marker pattern can match (searching those alone is 50x faster than the whole piece)."""
-    folded = piece.casefold()
-    if len(folded) != len(piece):  # casefolding moved characters (ß -> ss): search it whole
-        found = any(word in folded for word in _MARKER_WORDS)
-        return [(0, len(piece))] if found else []
-    lines = set()
-    for word in _MARKER_WORDS:
-        at = folded.find(word)
-        while at >= 0:
-            end = piece.find("\n", at)
-            end = len(piece) if end < 0 else end
-            lines.add((piece.rfind("\n", 0, at) + 1, end))
-            at = folded.find(word, end)
-    return sorted(lines)
-
-
-class _Bounds:
-    """Where the book's text lies in the cleaned file, from what is found piece by piece.
-
-    The book is what lies between a licence header's last start marker and the first footer
-    marker after it (old headers hold several start markers: the small print, then "*** START";
-    a footer without a header is still cut), with blank lines at both ends trimmed: blank
-    lines before the first line with text go, that line's indentation stays, and the text
-    ends at its last non-space character. No marker: the whole file, trimmed.
-    """
-
-    def __init__(self) -> None:
-        self.starts: list[tuple[int, int, int]] = []  # (match start, match end, text begins)
-        self.ends: list[tuple[int, int]] = []  # (match start, last non-space before it + 1)
-        self.pending: list[int] = []  # indexes into starts still looking for the next text
-        self.last_text = 0  # just after the last non-space character so far
-        self.first_text = 0  # where the text begins when no start marker is taken
-        self.seeking_first = True
-        self.length = 0
-
-    def find(self, piece: str, offset: int) -> None:
-        """Take the next piece, which begins at `offset` of the cleaned file."""
-        if not piece:
-            return
-        first = self._text_begins(piece, 0)
-        if first is not None:
-            first += offset
-            for index in self.pending:
-                self.starts[index] = (*self.starts[index][:2], first)
-            self.pending = []
-            if self.seeking_first:
-                self.first_text, self.seeking_first = first, False
-        lines = _marker_lines(piece)
-        for match in (m for begin, end in lines for m in _START.finditer(piece, begin, end)):
-            begins = self._text_begins(piece, match.end())
-            self.starts.append((offset + match.start(), offset + match.end(), -1))
-            if begins is None:
-                self.pending.append(len(self.starts) - 1)
-            else:
-                self.starts[-1] = (*self.starts[-1][:2], offset + begins)
-        for match in (m for begin, end in lines for m in _END.finditer(piece, begin, end)):
-            before = len(piece[: match.start()].rstrip())
-            text_ends = offset + before if before else self.last_text
-            self.ends.append((offset + match.start(), text_ends))
-        stripped = len(piece.rstrip())
-        if stripped:
-            self.last_text = offset + stripped
-
-    def finish(self, length: int) -> None:
-        """The cleaned file ended at `length` characters."""
-        self.length = length
-        for index in self.pending:  # nothing but blank space after the marker
-            self.starts[index] = (*self.starts[index][:2], length)
-        if self.seeking_first:
-            self.first_text = length
-
-    @staticmethod
-    def _text_begins(piece: str, position: int) -> int | None:
-        """Where text kept after `position` begins: the start of the line of the first
-        non-space character (blank lines before it go, its indentation stays)."""
-        found = _NOT_SPACE.search(piece, position)
-        if found is None:
-            return None
-        return max(position, piece.rfind("\n", position, found.start()) + 1)
-
-    def book(self) -> tuple[int, int, bool]:
-        """(begin, end, whether a licence was cut) of the book's text."""
-        starts, ends = self.starts, self.ends
-        if not starts and not ends:
-            return self.first_text, self.last_text, False
-        begin = self.first_text
-        if starts:
-            ends = [end for end in ends if end[0] >= starts[0][1]]
-            limit = ends[0][0] if ends else self.length
-            begin = [start for start in starts if start[0] < limit][-1][2]
-        end = ends[0][1] if ends else self.last_text
-        return begin, max(end, begin), True
