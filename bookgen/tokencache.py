@@ -5,7 +5,8 @@
 
 The key is the hash of each book's bytes (and name), the tokenizer (its JSON when one is given,
 else the settings it is built with), the validation share and the code that reads and
-tokenizes (corpus.py, encodings.py, aozora.py, tokenizer.py, this file) and how the books are
+tokenizes (corpus.py, encodings.py, binary.py, gutenberg.py, aozora.py, tokenizer.py,
+segment.py, this file) and how the books are
 read (a forced encoding, kept markup): a changed book, setting or cleaning rule never
 reads an old entry. An entry is a folder, renamed into place whole once written:
 
@@ -48,7 +49,16 @@ from bookgen.tokenizer import CharTokenizer, Tokenizer, WordTokenizer, tokenizer
 FORMAT = 1
 PIECE_CHARS = 1 << 23  # text tokenized at a time (numpy's arrays for it stay a few times this)
 # Every file whose change changes the tokens: how books are read, cleaned and tokenized.
-_CODE = ("corpus.py", "encodings.py", "aozora.py", "tokenizer.py", "segment.py", "tokencache.py")
+_CODE = (
+    "corpus.py",
+    "encodings.py",
+    "binary.py",
+    "gutenberg.py",
+    "aozora.py",
+    "tokenizer.py",
+    "segment.py",
+    "tokencache.py",
+)
 
 # on_progress(stage, done, total): "hashing" and "reading" count bytes, "tokenizing" characters.
 Progress = Callable[[str, int, int], None]
