@@ -131,9 +131,10 @@ class Trainer:
             elif self.cadence.save_due(p.step, seconds):
                 self._save(is_best=False, seconds=seconds)
             self._stop_if_asked(agreed)
-        if p.last_eval_step != p.step:
-            end = learning_rate(c, p.step, 1.0), self.clock.tokens_per_s(p)
-            self._evaluate_and_save(*end, used, self.cadence.seconds(used, self.clock.elapsed()))
+        if p.last_eval_step != p.step:  # always an evaluation and a save at the end
+            lr, rate = learning_rate(c, p.step, 1.0), self.clock.tokens_per_s(p)
+            seconds = self.cadence.seconds(used, self.clock.elapsed())
+            self._evaluate_and_save(lr, rate, used, seconds)
         self._report_saves(wait=True)  # the last checkpoint is on disk before the run returns
         if self.world.is_main:
             self._index_for_copy_guard()

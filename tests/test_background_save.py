@@ -115,9 +115,7 @@ def test_a_failed_write_stops_training_with_one_line(tiny_book, tmp_path, monkey
     out = tmp_path / "run"
     with pytest.raises(BookgenError) as error:
         bookgen.train(tiny_book, out, steps=40, checkpoint_every=5, **RUN)
-    assert str(error.value) == (
-        "the checkpoint of step 10 was not saved: No space left on device"
-    )
+    assert str(error.value) == "the checkpoint of step 10 was not saved: No space left on device"
     assert read_manifest(out)["progress"]["step"] == 5  # the last good one
 
 
