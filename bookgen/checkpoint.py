@@ -93,6 +93,7 @@ class TrainingProgress:
     loss_sum: float = 0.0  # training losses since the last evaluation (for its train_loss)
     loss_count: int = 0
     last_eval_step: int = -1  # the step of the last evaluation, -1 before the first
+    last_eval_used: float = 0.0  # the budget used (0..1) at the last evaluation (cadence.py)
 
 
 @dataclass
@@ -119,8 +120,27 @@ class Checkpoint:
         return self.manifest.get("precision", {}).get("precision", "fp32")
 
 
-def save_checkpoint(
-    folder: Path,
+def save_checkpoint(folder: Path, **run) -> Path:
+    """Write the latest state of a run (and, if `is_best`, its best weights) into `folder`:
+    `snapshot_checkpoint`'s arguments, then `write_checkpoint`."""
+    return write_checkpoint(folder, snapshot_checkpoint(**run))
+
+
+@dataclass
+class Snapshot:
+    """A run as it stood at one step, copied into host memory: what `write_checkpoint` writes,
+    which may be on another thread while training goes on (nothing here is the live run's)."""
+
+    step: int
+    weights: dict[str, torch.Tensor]
+    train_tensors: dict[str, torch.Tensor]
+    tokenizer: Tokenizer  # never changed by training
+    manifest: dict  # everything but the file names, which the write decides
+    is_best: bool
+    has_best: bool  # an evaluation has happened, so the folder's best weights are that
+
+
+def snapshot_checkpoint(
     *,
     model: RecurrentLM,
     tokenizer: Tokenizer,
@@ -132,34 +152,49 @@ def save_checkpoint(
     state: tuple[torch.Tensor, ...] | None = None,
     is_best: bool = False,
     machine: dict | None = None,
-) -> Path:
-    """Write the latest state of a run (and, if `is_best`, its best weights) into `folder`."""
-    folder = Path(folder)
-    old = read_manifest(folder) if (folder / MANIFEST).exists() else None
-    step = progress.step
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    weights = _untie(weights, model)
-    model_file = f"model-{step:07d}.safetensors"
-    atomic_write(folder / model_file, st_save(weights))
-    # Before the first evaluation there is no best yet: the latest weights stand in for it.
-    best_file = old["files"]["best_model"] if old and progress.best_val_loss is not None else None
-    if is_best or best_file is None:
-        best_file = model_file
-    train_file = f"train-{step:07d}.safetensors"
-    atomic_write(folder / train_file, st_save(_train_tensors(optimizer, state)))
-    if old is None or not (folder / TOKENIZER).exists():
-        atomic_write(folder / TOKENIZER, tokenizer.to_json().encode("utf-8"))
+) -> Snapshot:
+    """Copy the run into host memory now. Copies, not views: on the CPU `.cpu()` returns the
+    very tensor, which the next step would change under a write in progress."""
+    weights = {k: _host_copy(v) for k, v in model.state_dict().items()}
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "level": tokenizer.level,
         "model_config": model.config.to_dict(),
-        "train_config": train_config,
+        "train_config": json.loads(json.dumps(train_config)),
         "corpus": corpus,
-        "precision": precision,
+        "precision": dict(precision),
         "progress": _progress_to_json(progress),
-        "optimizer_groups": _optimizer_groups(optimizer),
-        "machine": machine or {},  # where it trained: processor, device, threads, processes
+        "optimizer_groups": json.loads(json.dumps(_optimizer_groups(optimizer))),
+        "machine": dict(machine or {}),  # where it trained: processor, device, threads, processes
+    }
+    return Snapshot(
+        step=progress.step,
+        weights=_untie(weights, model),
+        train_tensors=_train_tensors(optimizer, state),
+        tokenizer=tokenizer,
+        manifest=manifest,
+        is_best=is_best,
+        has_best=progress.best_val_loss is not None,
+    )
+
+
+def write_checkpoint(folder: Path, snapshot: Snapshot) -> Path:
+    """Write a `Snapshot` into `folder`, each file atomically, the manifest last."""
+    folder = Path(folder)
+    old = read_manifest(folder) if (folder / MANIFEST).exists() else None
+    model_file = f"model-{snapshot.step:07d}.safetensors"
+    atomic_write(folder / model_file, st_save(snapshot.weights))
+    # Before the first evaluation there is no best yet: the latest weights stand in for it.
+    best_file = old["files"]["best_model"] if old and snapshot.has_best else None
+    if snapshot.is_best or best_file is None:
+        best_file = model_file
+    train_file = f"train-{snapshot.step:07d}.safetensors"
+    atomic_write(folder / train_file, st_save(snapshot.train_tensors))
+    if old is None or not (folder / TOKENIZER).exists():
+        atomic_write(folder / TOKENIZER, snapshot.tokenizer.to_json().encode("utf-8"))
+    manifest = {
+        **snapshot.manifest,
         "files": {
             "tokenizer": TOKENIZER,
             "model": model_file,
@@ -170,6 +205,10 @@ def save_checkpoint(
     atomic_write(folder / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
     _remove_unreferenced(folder, manifest["files"].values())
     return folder
+
+
+def _host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().to("cpu", copy=True).contiguous()
 
 
 def _untie(weights: dict[str, torch.Tensor], model: RecurrentLM) -> dict[str, torch.Tensor]:
@@ -184,11 +223,11 @@ def _train_tensors(optimizer, state) -> dict[str, torch.Tensor]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     for i, s in enumerate(state or ()):
-        tensors[f"state.{i}"] = s.detach().cpu().contiguous()
+        tensors[f"state.{i}"] = _host_copy(s)
     if optimizer is not None:
         for index, values in optimizer.state_dict()["state"].items():
             for name, value in values.items():
-                tensors[f"optim.{index}.{name}"] = value.detach().cpu().contiguous()
+                tensors[f"optim.{index}.{name}"] = _host_copy(value)
     return tensors
 
 

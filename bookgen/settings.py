@@ -19,6 +19,15 @@ from bookgen.errors import BookgenError
 # With no budget at all (no --minutes, --steps or --epochs), training runs this many minutes.
 DEFAULT_MINUTES = 10.0
 
+# When a run evaluates and saves unless --eval-every / --checkpoint-every are given: every so
+# many steps, as long as that is not sooner than a share of the budget (evaluations) or a
+# number of seconds (saves) after the last one, so a fast device does not evaluate and save
+# many times a minute (cadence.py). On a slow device the steps alone decide.
+EVAL_STEPS = 250
+EVAL_SHARE = 0.05
+SAVE_STEPS = 200
+SAVE_SECONDS = 30.0
+
 
 class Choice(str, Enum):
     """A setting's allowed values, each member its own string.
@@ -177,9 +186,20 @@ class TrainConfig(Described):
     minutes: float | None = setting(
         None, "Wall-clock budget; the last evaluation and save fit inside it."
     )
-    eval_every: int = setting(250, "Evaluate on the held-out text and save every N steps.")
-    checkpoint_every: int = setting(
-        200, "Save the latest state every N steps, so a crash loses little."
+    # None: every EVAL_STEPS steps once EVAL_SHARE of the budget has passed (cadence.py).
+    eval_every: int | None = setting(
+        None,
+        "Evaluate on the held-out text (and save) every N steps, and at the end. Not given: "
+        f"every {EVAL_STEPS} steps, but no sooner than {EVAL_SHARE:.0%} of the budget after the "
+        f"last evaluation, so a fast device evaluates about {round(1 / EVAL_SHARE)} times, not "
+        "every second.",
+    )
+    # None: every SAVE_STEPS steps once SAVE_SECONDS have passed (cadence.py).
+    checkpoint_every: int | None = setting(
+        None,
+        "Save the latest state every N steps, so a crash loses little. Not given: every "
+        f"{SAVE_STEPS} steps, but no sooner than {SAVE_SECONDS:g} seconds after the last save, "
+        f"so a crash loses {SAVE_SECONDS:g} seconds or {SAVE_STEPS} steps, whichever is longer.",
     )
     val_fraction: float = setting(0.1, "Share of each book held out for validation (its end).")
     val_batch_size: int = setting(16, "Validation's parallel streams (rows).")
@@ -227,7 +247,8 @@ class TrainConfig(Described):
             "max_val_tokens",
         )
         for name in (*positive, "vocab_size", "min_count", "max_bad_steps"):
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if value is not None and value < 1:  # None: eval_every, checkpoint_every's default
                 raise BookgenError(f"--{name.replace('_', '-')} must be at least 1")
         if self.warmup_steps < 0:
             raise BookgenError(f"warmup_steps must be 0 or more, not {self.warmup_steps}")

@@ -4,7 +4,7 @@ The loop (`Trainer._train`) reads top to bottom, once per window:
 
     budget used? stop -> learning rate (schedule.py) -> step: forward and back (step.py), the
     processes' one agreement, update or skip -> count -> report -> evaluate and save when due
-    (validation.py, saving.py) -> stop if a signal came
+    (cadence.py, validation.py, saving.py) -> stop if a signal came
 
 Opening the run, fresh or resumed, is run.py's; writing its folder, saving.py's. What is here is
 the loop, the step with its guard against bad steps, the cadence and the signals. The trainer
@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bookgen import checkpoint as ckpt
+from bookgen.cadence import Cadence
 from bookgen.corpus import Document
 from bookgen.distributed import SINGLE, Agreement, World
 from bookgen.errors import BookgenError
@@ -86,13 +87,23 @@ class Trainer:
         texts = [book.text for book in books if isinstance(book, Document)]
         self.saver = RunSaver(self.out, world, run, texts if len(texts) == len(books) else None)
         self.clock = RunClock(self.created, self.progress)
+        self.cadence = Cadence(self.config, world.size)
         self.reserve = 0.0  # seconds of a --minutes budget kept for evaluations
         self.signals = StopSignals()
         self.bad_steps = 0  # non-finite steps in a row
 
     def run(self) -> TrainResult:
         with self.signals:
-            return self._train()
+            try:
+                return self._train()
+            finally:
+                # However the run ends, the checkpoint being written lands first. Its failure
+                # is raised even over another error (which becomes its context): what is on
+                # disk is what the user goes on from.
+                try:
+                    self._report_saves(wait=True)
+                finally:
+                    self.saver.close()
 
     def _train(self) -> TrainResult:
         c, p = self.config, self.progress
@@ -100,6 +111,7 @@ class Trainer:
         seconds = self.validation.seconds(self.model, self.context)
         self.reserve = evaluation_reserve(seconds, c.minutes)
         (used,) = self.world.max(self._budget_used(p.step))  # later, each step's agreement
+        self.cadence.start(p, used, self.clock.elapsed())
         for window in self._windows():
             if used >= 1.0:
                 break
@@ -112,13 +124,18 @@ class Trainer:
                 p.loss_sum, p.loss_count = p.loss_sum + loss, p.loss_count + 1
             used, rate = agreed.budget_used, self.clock.tokens_per_s(p)
             self.emit(Stepped(p.step, self.epochs(), loss, lr, rate, p.elapsed_s, used))
-            if p.step % c.eval_every == 0:
-                self._evaluate_and_save(lr, rate)
-            elif p.step % c.checkpoint_every == 0:
-                self._save(is_best=False)
+            self._report_saves()
+            seconds = self.cadence.seconds(used, p.elapsed_s)
+            if self.cadence.evaluation_due(p.step, used, p.last_eval_used):
+                self._evaluate_and_save(lr, rate, used, seconds)
+            elif self.cadence.save_due(p.step, seconds):
+                self._save(is_best=False, seconds=seconds)
             self._stop_if_asked(agreed)
-        if p.last_eval_step != p.step:
-            self._evaluate_and_save(learning_rate(c, p.step, 1.0), self.clock.tokens_per_s(p))
+        if p.last_eval_step != p.step:  # always an evaluation and a save at the end
+            lr, rate = learning_rate(c, p.step, 1.0), self.clock.tokens_per_s(p)
+            seconds = self.cadence.seconds(used, self.clock.elapsed())
+            self._evaluate_and_save(lr, rate, used, seconds)
+        self._report_saves(wait=True)  # the last checkpoint is on disk before the run returns
         if self.world.is_main:
             self._index_for_copy_guard()
         self.world.barrier()  # rank 0 has written the last metrics
@@ -172,6 +189,7 @@ class Trainer:
             )
 
     def _diverged(self, what: str) -> BookgenError:
+        self._report_saves(wait=True)  # the write in flight decides which is the last good one
         last = (
             f"the last good checkpoint is in {self.out}"
             if ckpt.has_checkpoint(self.out)
@@ -188,14 +206,16 @@ class Trainer:
         alone stops on any received by now."""
         signum = agreed.stop_signal if self.world.active else self.signals.received
         if signum:
-            self._save(is_best=False)
+            self._save(is_best=False, seconds=None)  # it stops here: no more to time
             raise TrainingInterrupted(signum, self.out, self.progress.step)
 
-    def _evaluate_and_save(self, lr: float, rate: float) -> None:
+    def _evaluate_and_save(
+        self, lr: float, rate: float, used: float, seconds: float | None
+    ) -> None:
         p = self.progress
         val_loss = self.validation.loss(self.model, self.context)
         is_best = p.best_val_loss is None or val_loss < p.best_val_loss
-        p.last_eval_step = p.step
+        p.last_eval_step, p.last_eval_used = p.step, used
         if is_best:
             p.best_val_loss, p.best_step = val_loss, p.step
         record = {
@@ -211,15 +231,23 @@ class Trainer:
         }
         self.saver.append_metrics(record)
         p.loss_sum, p.loss_count = 0.0, 0
-        self._save(is_best=is_best)
+        self._save(is_best=is_best, seconds=seconds)
         if self.world.is_main:
             preview = self.validation.preview(self.model, self.data.tokenizer, self.context, p.step)
             self.emit(Evaluated(record, preview, is_best))
 
-    def _save(self, is_best: bool) -> None:
+    def _save(self, is_best: bool, seconds: float | None) -> None:
+        """Snapshot the run and write it in the background (the first process writes)."""
+        self._report_saves(wait=True)  # one write at a time; each reported while the latest
         run = self.model, self.optimizer, self.config, self.progress, self.state
-        if self.saver.save(*run, is_best=is_best):  # the first process writes
-            self.emit(Saved(self.out, self.progress.step))
+        self.saver.save(*run, is_best=is_best)
+        self.cadence.saved(seconds)
+
+    def _report_saves(self, wait: bool = False) -> None:
+        """`Saved` for each checkpoint that has landed (with `wait`, once the one in flight
+        has); a failed write raises its one-line error here."""
+        for step in self.saver.written(wait):
+            self.emit(Saved(self.out, step))
 
     def _index_for_copy_guard(self) -> None:
         reason = self.saver.index_for_copy_guard()
