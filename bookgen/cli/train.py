@@ -114,8 +114,10 @@ def train(
     batch_size: BatchSizeOption = TrainConfig.batch_size,
     bptt: BpttOption = TrainConfig.bptt,
     learning_rate: LearningRateOption = TrainConfig.learning_rate,
-    eval_every: Annotated[int, _train("eval_every")] = TrainConfig.eval_every,
-    checkpoint_every: Annotated[int, _train("checkpoint_every")] = TrainConfig.checkpoint_every,
+    eval_every: Annotated[int | None, _train("eval_every")] = TrainConfig.eval_every,
+    checkpoint_every: Annotated[
+        int | None, _train("checkpoint_every")
+    ] = TrainConfig.checkpoint_every,
     val_fraction: Annotated[float, _train("val_fraction")] = TrainConfig.val_fraction,
     random_seed: Annotated[int, _train("random_seed")] = TrainConfig.random_seed,
     device: DeviceOption = TrainConfig.device,
