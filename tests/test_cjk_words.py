@@ -113,6 +113,25 @@ def test_japanese_is_cut_into_words_and_joined_back():
     assert words.decode(words.encode(JAPANESE)) == JAPANESE
 
 
+@pytest.mark.parametrize(
+    ("module", "text"),
+    [
+        ("jieba", "　　宝玉说 hello world 也好，用Python写字。\n\n黛玉笑道：“好妹妹，你坐下。”"),
+        ("sudachipy", "　先生は hello world と書いた。Pythonで書く本だ。\n\n私は笑った。"),
+    ],
+)
+def test_latin_words_among_chinese_or_japanese_keep_their_spaces_and_get_no_more(module, text):
+    pytest.importorskip(module)
+    words = WordTokenizer.build([text])
+    ids = words.encode(text)
+    tokens = [words.id_to_token(i) for i in ids]
+    assert words.segmenter is not None
+    assert ["hello", " ", "world"] == tokens[tokens.index("hello") : tokens.index("world") + 1]
+    assert tokens[tokens.index("Python") + 1] in ("写字", "で")  # against the next word
+    decoder = words.stream_decoder()
+    assert words.decode(ids) == "".join(map(decoder.push, ids)) + decoder.flush() == text
+
+
 def test_long_runs_are_cut_under_sudachis_limit_after_a_full_stop():
     run = ("あ" * 99 + "。") * 400  # 120,000 bytes, no space
     chunks = _chunks(run)
