@@ -131,6 +131,7 @@ UNK_TOKEN = "<unk>"
 PARAGRAPH = "<p>"  # one or more blank lines: a new paragraph
 NEWLINE = "<nl>"  # a line break inside a paragraph (verse, letters, hard-wrapped books)
 SPECIAL_TOKENS = (UNK_TOKEN, PARAGRAPH, NEWLINE)  # ids 0, 1, 2; words start at 3
+SEGMENTER_FIELD = "segmenter"  # in the JSON's "model", for Chinese and Japanese (see to_json)
 
 # How prose is cut into words, Penn Treebank style: punctuation apart, "don't" -> "do" "n't",
 # "Darcy's" -> "Darcy" "'s"; but "Mr.", "U.S.", "1,000", "3.5", "well-known", "O'Brien", "'tis"
@@ -164,18 +165,37 @@ _WORD_PATTERN = "|".join(
 )
 
 
-def _word_pipeline(lowercase: bool) -> tuple[normalizers.Normalizer, pre_tokenizers.PreTokenizer]:
-    """Line structure becomes tokens, then text is cut at whitespace and by `_WORD_PATTERN`."""
+def _line_structure(lowercase: bool) -> normalizers.Normalizer:
+    """Line structure becomes tokens: a blank line is <p>, another line end <nl>."""
     steps = [normalizers.Lowercase()] if lowercase else []
     steps += [
         normalizers.Replace(Regex(r"[^\S\n]*\n(?:[^\S\n]*\n)+"), f" {PARAGRAPH} "),
         normalizers.Replace("\n", f" {NEWLINE} "),
     ]
+    return normalizers.Sequence(steps)
+
+
+def _word_pipeline(lowercase: bool) -> tuple[normalizers.Normalizer, pre_tokenizers.PreTokenizer]:
+    """Line structure becomes tokens, then text is cut at whitespace and by `_WORD_PATTERN`."""
     splitter = pre_tokenizers.Split(Regex(_WORD_PATTERN), behavior="isolated")
     return (
-        normalizers.Sequence(steps),
+        _line_structure(lowercase),
         pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), splitter]),
     )
+
+
+def _segmented_pipeline(
+    lowercase: bool,
+) -> tuple[normalizers.Normalizer, pre_tokenizers.PreTokenizer]:
+    """What the JSON of a segmented tokenizer gives HuggingFace on its own (`from_file`): text
+    whose words are already cut and joined by spaces. bookgen never runs it: the segmenter
+    cuts the words, and spaces are tokens too (see `_segmented`)."""
+    return _line_structure(lowercase), pre_tokenizers.WhitespaceSplit()
+
+
+def _lowercases(tokenizer: HFTokenizer) -> bool:
+    normalizer = tokenizer.normalizer
+    return normalizer is not None and normalizer.normalize_str("A") == "a"
 
 
 class WordTokenizer:
@@ -224,10 +244,8 @@ class WordTokenizer:
         first = next(texts, "")
         # The first book decides: a corpus is one language, and books are read one at a time.
         segmenter = choose_segmenter(first)
-        if segmenter is None:
-            tokenizer.normalizer, tokenizer.pre_tokenizer = _word_pipeline(lowercase)
-        elif lowercase:
-            tokenizer.normalizer = normalizers.Lowercase()  # kept in the JSON, used by _segmented
+        pipeline = _word_pipeline if segmenter is None else _segmented_pipeline
+        tokenizer.normalizer, tokenizer.pre_tokenizer = pipeline(lowercase)
         counts: Counter[str] = Counter()
         for text in itertools.chain([first], texts):
             if segmenter is None:
@@ -247,15 +265,19 @@ class WordTokenizer:
 
     @classmethod
     def from_json(cls, text: str) -> WordTokenizer:
-        segmenter = None
         try:
-            # HF's JSON has no room for more keys, so a segmented one is wrapped (see to_json).
             data = json.loads(text)
-            if isinstance(data, dict) and "segmenter" in data:
+            segmenter = data["model"].get(SEGMENTER_FIELD) if "model" in data else None
+            wrapped = "segmenter" in data  # as bookgen wrote a segmented one before (see to_json)
+            if wrapped:
                 segmenter, text = data["segmenter"], json.dumps(data["tokenizer"])
             tokenizer = HFTokenizer.from_str(text)
         except Exception as error:  # tokenizers raises plain Exceptions for malformed JSON
             raise BookgenError(f"the word tokenizer JSON could not be read: {error}") from None
+        if wrapped:  # it had no pipeline of its own for from_file: give it today's
+            tokenizer.normalizer, tokenizer.pre_tokenizer = _segmented_pipeline(
+                _lowercases(tokenizer)
+            )
         return cls(tokenizer, segmenter)
 
     @property
@@ -328,10 +350,20 @@ class WordTokenizer:
         return self._tokens[token_id]
 
     def to_json(self) -> str:
+        """HuggingFace's own JSON, which `tokenizers.Tokenizer.from_file` opens.
+
+        A segmented tokenizer's segmenter is a field of the model that HuggingFace ignores
+        (its WordLevel reader skips unknown keys; a new top-level key it refuses). Until issue
+        24 was done bookgen wrapped it instead, {"segmenter": ..., "tokenizer": {...}}, which
+        HuggingFace cannot open; `from_json` still reads that.
+        """
+        text = self._tokenizer.to_str()
         if self.segmenter is None:
-            return self._tokenizer.to_str()  # as every checkpoint before segmenters holds it
-        wrapped = {"segmenter": self.segmenter, "tokenizer": json.loads(self._tokenizer.to_str())}
-        return json.dumps(wrapped, ensure_ascii=False)
+            return text  # as every checkpoint before segmenters holds it
+        data = json.loads(text)
+        model = data["model"]
+        data["model"] = {"type": model.pop("type"), SEGMENTER_FIELD: self.segmenter, **model}
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
 
     def stream_decoder(self) -> WordStreamDecoder | JoinedStreamDecoder:
         if self.segmenter is not None:
@@ -378,8 +410,7 @@ def _pieces(tokenizer: HFTokenizer, text: str) -> list[str]:
 
 def _segmented(tokenizer: HFTokenizer, segmenter: str, text: str) -> tuple[str, ...]:
     """Segmented text is not unwrapped: a line end there is no space between words."""
-    lowercase = tokenizer.normalizer is not None  # Lowercase, the only normalizer it is given
-    return _segment_once(text, segmenter, lowercase)
+    return _segment_once(text, segmenter, _lowercases(tokenizer))
 
 
 @functools.lru_cache(maxsize=1)
