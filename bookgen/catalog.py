@@ -25,13 +25,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
-import pooch
-import requests
 
 from bookgen.errors import BookgenError
+
+if TYPE_CHECKING:
+    import requests
 
 CATALOG_RESOURCE = "catalog.json"  # package data of `bookgen`
 CORPUS_PATH_VARIABLE = "BOOKGEN_CORPUS_PATH"
@@ -191,6 +192,11 @@ def download(
 
     A `dest` that already has the right SHA-256 is kept as it is, without a download.
     """
+    # pooch and requests are imported here, not above: requests imports chardet, and a book read
+    # from disk should load neither.
+    import pooch
+    import requests
+
     dest = Path(dest)
     fetcher = _Fetcher(progress, timeout)
     try:
@@ -230,6 +236,8 @@ class _Fetcher:
     """
 
     def __init__(self, progress: Progress | None, timeout: float) -> None:
+        import pooch
+
         self.http = pooch.HTTPDownloader(
             progressbar=False if progress is None else _ProgressHook(progress),
             chunk_size=_CHUNK_BYTES,
@@ -239,6 +247,8 @@ class _Fetcher:
         self.sha256: str | None = None
 
     def __call__(self, url: str, output_file: str, pooch_instance: Any) -> None:
+        import pooch
+
         self.http(url, output_file, pooch_instance)
         self.sha256 = pooch.file_hash(output_file)
         os.chmod(output_file, 0o644)
@@ -279,6 +289,8 @@ class _ProgressHook:
 @contextlib.contextmanager
 def _quiet_pooch() -> Iterator[None]:
     """Keep pooch's "Downloading data from ..." lines off stderr; the CLI shows its own progress."""
+    import pooch
+
     logger = pooch.get_logger()
     level = logger.level
     logger.setLevel(logging.WARNING)
@@ -290,6 +302,8 @@ def _quiet_pooch() -> Iterator[None]:
 
 def _reason(error: requests.RequestException, timeout: float) -> str:
     """A short reason from requests' nested exceptions (requests wraps urllib3 wraps socket)."""
+    import requests
+
     if isinstance(error, requests.HTTPError) and error.response is not None:
         return f"HTTP {error.response.status_code} {error.response.reason}"
     root: BaseException = error

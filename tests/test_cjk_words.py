@@ -345,11 +345,5 @@ def test_help_and_english_books_import_no_segmenter(imported_by_english_commands
         assert not {"jieba", "sudachipy"} & set(imported_by_english_commands[command])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bookgen/catalog.py imports pooch and requests at the top, and requests imports "
-    "chardet when it is installed (a dependency of bookgen since issue 24): catalog.py should "
-    "import them inside download(). Remove this mark when it does.",
-)
 def test_english_books_import_no_encoding_detector(imported_by_english_commands: dict):
     assert imported_by_english_commands["corpus"] == imported_by_english_commands["train"] == []
