@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import importlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -267,6 +268,12 @@ def join(device_name: str) -> World:
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S)))
     if cuda:  # torch's own NCCL waits (DDP's, in backward) raise here, not in NCCL's watchdog
         os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
+    # DistributedDataParallel imports torch.distributed.nn.functional, whose functions take
+    # `group=group.WORLD` as a default argument: imported after the group exists, they hold it
+    # for good, so destroy_process_group never frees it and its gloo threads are still running
+    # while the interpreter exits (the rare "terminate called without an active exception").
+    # Imported first, the defaults hold the placeholder.
+    importlib.import_module("torch.distributed.nn.functional")
     try:
         if not dist.is_initialized():
             dist.init_process_group(

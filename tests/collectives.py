@@ -6,6 +6,7 @@ asynchronously (`async_op=True`, then waited on inside `World.collective`)."""
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import sys
@@ -46,6 +47,9 @@ def main(book: str, out: str) -> None:
         per_step = [b - a for a, b in itertools.pairwise(at_step)]
         print("collectives per step: " + json.dumps(per_step), flush=True)
         print("synchronous: " + json.dumps(sorted(synchronous)), flush=True)
+    # Once training is over, the process group is gone with its threads (gloo names them).
+    names = [open(task).read().strip() for task in glob.glob("/proc/self/task/*/comm")]
+    print("threads left: " + json.dumps(sorted(n for n in names if "gloo" in n)), flush=True)
 
 
 if __name__ == "__main__":
