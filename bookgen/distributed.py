@@ -4,9 +4,12 @@
 rank from the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, ...) and
 joins one process group: gloo on the CPU, NCCL on GPUs. Nothing here is home-made transport.
 
-What is split, and how it stays exact (N processes train the very model one process trains):
-- The B streams (batch rows) are divided: rank r owns rows [r*B/N, (r+1)*B/N) and their hidden
-  states. Every rank cuts the same windows of all B rows and keeps its own columns.
+What is split, and how it stays exact (N processes at --batch-size B train the very model one
+process trains at B x N):
+- --batch-size is per process: the run has B x N streams (batch rows), and rank r owns rows
+  [r*B, (r+1)*B) and their hidden states. Every rank cuts the same windows of all B x N rows
+  and keeps its own columns. A resumed run keeps the saved run's B x N rows (the carried state
+  and the stream positions refer to them), divided among however many processes resume it.
 - Random draws are global. Every rank starts from the same seed and draws dropout masks for all
   B rows, keeping its own, so the masks are the ones one process would draw.
 - The loss on each rank is its rows' nats over the count of the *whole* window, times N: the
@@ -16,9 +19,19 @@ What is split, and how it stays exact (N processes train the very model one proc
   every rank already), the share of the budget used (so the learning rate and the stop are the
   same everywhere, under --minutes too) and a Ctrl-C or SIGTERM on any rank. Besides it, a step
   has only DistributedDataParallel's own all-reduce of the gradients, inside backward.
-- Rank 0 alone writes the token cache, checkpoints and metrics, and reports progress; the hidden
-  state of all B rows is gathered into the checkpoint, so a run resumes on any number of
-  processes that divides B.
+- Rank 0 alone writes checkpoints and metrics, and reports progress; the hidden state of all
+  rows is gathered into the checkpoint, so a run resumes on any number of processes that
+  divides them. Resuming reads the checkpoint on every process: with several machines, --out
+  must be one folder they share (the processes check that they all read the same save).
+
+How a lost process is reported, on gloo and NCCL alike: every collective bookgen makes is started
+asynchronously and waited on, with the timeout, inside `World.collective`, which turns a failure
+into one line and exit 2 (`LostContact`). NCCL runs with TORCH_NCCL_BLOCKING_WAIT, so that the
+waits torch makes itself (DistributedDataParallel's, in backward) also fail in this thread, inside
+the guard, instead of NCCL's watchdog killing the process. Work that one process does while the
+others wait (tokenizing a corpus into the cache, measuring the precision or the size, building
+the copy guard's index) is waited for on a second, gloo group with a long timeout (`barrier`,
+`broadcast`), so the short one only ever measures silence inside training steps.
 """
 
 from __future__ import annotations
@@ -26,9 +39,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import importlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -36,6 +51,9 @@ from bookgen.errors import BookgenError
 
 TIMEOUT_VARIABLE = "BOOKGEN_DIST_TIMEOUT"  # seconds a collective waits for a silent rank
 DEFAULT_TIMEOUT_S = 120.0
+# How long the others wait for rank 0's own work (a large corpus tokenized, an index built). A
+# process that stops is seen at once (its connections close); this only bounds a hung one.
+PATIENT_TIMEOUT = datetime.timedelta(days=1)
 
 
 class LostContact(BookgenError):
@@ -61,6 +79,8 @@ class World:
     size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")  # where collectives' tensors live
+    timeout: datetime.timedelta = datetime.timedelta(seconds=DEFAULT_TIMEOUT_S)  # in steps
+    patient: Any = None  # the gloo group that waits PATIENT_TIMEOUT for one process's work
 
     @property
     def is_main(self) -> bool:
@@ -106,7 +126,7 @@ class World:
         table = torch.zeros(self.size, 3, dtype=torch.float64, device=self.device)
         table[self.rank] = mine
         with self.collective("agreeing on a step"):
-            dist.all_reduce(table, op=dist.ReduceOp.SUM)
+            self._wait(dist.all_reduce(table, op=dist.ReduceOp.SUM, async_op=True))
         rows = table.cpu().tolist()
         return Agreement(
             loss_parts=sum(row[0] for row in rows),
@@ -123,19 +143,32 @@ class World:
         kind = dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX
         what = "adding up" if op == "sum" else "taking the largest of"
         with self.collective(f"{what} the processes' values"):
-            dist.all_reduce(tensor, op=kind)
+            self._wait(dist.all_reduce(tensor, op=kind, async_op=True))
         return tensor.tolist()
 
     def broadcast(self, value):
-        """Rank 0's `value` (any picklable object) on every rank."""
+        """Rank 0's `value` (any picklable object) on every rank. Patient: rank 0 may have
+        measured it for minutes (the precision, the size for a budget) while the others waited."""
         if not self.active:
             return value
         import torch.distributed as dist
 
         box = [value if self.is_main else None]
         with self.collective("receiving rank 0's settings"):
-            dist.broadcast_object_list(box, src=0, device=self.device)
+            # On the gloo group, in host memory: the wait is bounded by that group's timeout.
+            dist.broadcast_object_list(box, src=0, group=self.patient, device=torch.device("cpu"))
         return box[0]
+
+    def gather_objects(self, value) -> list:
+        """Every rank's `value` (any picklable object), in rank order, on every rank."""
+        if not self.active:
+            return [value]
+        import torch.distributed as dist
+
+        values = [None] * self.size
+        with self.collective("comparing the processes' values"):
+            dist.all_gather_object(values, value, group=self.patient)
+        return values
 
     def gather_rows(self, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         """The hidden state of all B rows from each rank's (layers, B/N, hidden) share."""
@@ -147,16 +180,24 @@ class World:
         for tensor in state:
             parts = [torch.empty_like(tensor) for _ in range(self.size)]
             with self.collective("gathering the hidden state"):
-                dist.all_gather(parts, tensor.contiguous())
+                self._wait(dist.all_gather(parts, tensor.contiguous(), async_op=True))
             gathered.append(torch.cat(parts, dim=1))
         return tuple(gathered)
 
     def barrier(self) -> None:
+        """Wait until every process is here. Patient: the others wait for rank 0's own work
+        (tokenizing, the copy guard's index) as long as it takes, not the steps' timeout."""
         if self.active:
             import torch.distributed as dist
 
             with self.collective("waiting for the others"):
-                dist.barrier()
+                self._wait(dist.barrier(group=self.patient, async_op=True), PATIENT_TIMEOUT)
+
+    def _wait(self, work, timeout: datetime.timedelta | None = None) -> None:
+        """Wait for an asynchronous collective, inside `collective` so that a failure is a
+        `LostContact`. A timeout given to the wait blocks this thread on NCCL too (without
+        one, NCCL's wait only orders the streams, and a lost rank surfaces later, elsewhere)."""
+        work.wait(timeout or self.timeout)
 
     @contextlib.contextmanager
     def collective(self, what: str) -> Iterator[None]:
@@ -175,22 +216,29 @@ class World:
 
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
-        """Rank 0 runs the block first (e.g. writes the token cache); then the others do."""
-        if not self.is_main:
+        """The first process of each machine runs the block first (e.g. writes the token cache
+        of that machine); then the others do, reading what it wrote. The others wait patiently."""
+        first = self.local_rank == 0
+        if not first:
             self.barrier()
         try:
             yield
         finally:
-            if self.is_main:
+            if first:
                 self.barrier()
 
 
 SINGLE = World()
 
 
+def processes() -> int:
+    """How many training processes torchrun (or another launcher) started: 1 without one."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
 def launched() -> bool:
     """Whether torchrun (or another launcher) started this process as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return processes() > 1
 
 
 def join(device_name: str) -> World:
@@ -217,17 +265,26 @@ def join(device_name: str) -> World:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    if not dist.is_initialized():
-        timeout = float(os.environ.get(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S))
-        try:
+    timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S)))
+    if cuda:  # torch's own NCCL waits (DDP's, in backward) raise here, not in NCCL's watchdog
+        os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
+    # DistributedDataParallel imports torch.distributed.nn.functional, whose functions take
+    # `group=group.WORLD` as a default argument: imported after the group exists, they hold it
+    # for good, so destroy_process_group never frees it and its gloo threads are still running
+    # while the interpreter exits (the rare "terminate called without an active exception").
+    # Imported first, the defaults hold the placeholder.
+    importlib.import_module("torch.distributed.nn.functional")
+    try:
+        if not dist.is_initialized():
             dist.init_process_group(
                 backend="nccl" if cuda else "gloo",
-                timeout=datetime.timedelta(seconds=timeout),
+                timeout=timeout,
                 device_id=device if cuda else None,
             )
-        except (RuntimeError, ValueError) as error:
-            raise LostContact(f"could not join the other training processes: {error}") from error
-    return World(rank, size, local_rank, device)
+        patient = dist.new_group(backend="gloo", timeout=PATIENT_TIMEOUT)
+    except (RuntimeError, ValueError) as error:
+        raise LostContact(f"could not join the other training processes: {error}") from error
+    return World(rank, size, local_rank, device, timeout, patient)
 
 
 def leave(world: World) -> None:

@@ -8,11 +8,16 @@
 Both end in a `Run`: everything the training loop needs, where the run stands. Nothing in the
 folder is removed until every setting has been checked. With several processes, the first
 measures (precision, size) and tells the others, so that every process builds the same model.
+
+With N processes, --batch-size B is each process's: a fresh run trains B x N streams, and
+`Run.config.batch_size` (what the checkpoint records) is that whole batch. A resumed run keeps
+the saved whole batch, whatever the number of processes now, and each trains its share.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +45,7 @@ Books = Sequence[BookFile | Document]  # files not read yet (bookgen.train), or 
 class Run:
     """A run ready to train, and where it stands."""
 
-    config: TrainConfig  # as trained: a --minutes budget may have set the batch size and rate
+    config: TrainConfig  # as trained: the whole batch (all processes'), a budget's rate
     data: PreparedData
     batcher: StreamBatcher
     model: RecurrentLM
@@ -114,6 +119,8 @@ def _fresh(
             sized = size_for_budget(config, model_options, data.train, vocab_size, device, started)
         model_options, changes, size_note = world.broadcast(sized)
         config = dataclasses.replace(config, **changes)  # a short run's batch size and rate
+    # --batch-size is per process (sizing measured one process): the run's rows are N times it.
+    config = dataclasses.replace(config, batch_size=config.batch_size * world.size)
     batcher = _batcher(data, config, world)
     model, optimizer = _build(model_options, config, data, device)
     choice = run_precision(config, device, model, batcher) if world.is_main else None
@@ -146,7 +153,9 @@ def _resumed(
     emit: Callable[[Event], None],
     device: torch.device,
 ) -> Run:
+    _check_rows_divide(config.batch_size, world)  # the saved run's whole batch
     manifest = ckpt.read_manifest(out)
+    _check_same_save(out, world)
     ckpt.check_weights(out, manifest, "model")  # before a model of the manifest's size is built
     data = _prepare(books, config, ckpt.load_tokenizer(out, manifest), world, emit)
     _check_same_books(manifest["corpus"], data.corpus)
@@ -188,16 +197,46 @@ def _prepare(
 
 
 def _batcher(data: PreparedData, config: TrainConfig, world: World) -> StreamBatcher:
-    """The training stream in batch rows, refused if the rows do not divide among processes."""
+    """The training stream in batch rows (all processes'), refused if a short text fills too
+    few rows to divide among the processes."""
     batcher = StreamBatcher(data.train, config.batch_size, config.bptt)
     batch = batcher.batch_size
     if batch % world.size:
-        fewer = f" (the text only fills {batch} rows)" if batch < config.batch_size else ""
         raise BookgenError(
-            f"--batch-size {batch}{fewer} does not divide among {world.size} training "
-            f"processes: each owns an equal share of the rows; use a multiple of {world.size}"
+            f"the text only fills {batch} streams, which do not divide among {world.size} "
+            f"training processes: use a --batch-size of at most {batch // world.size}"
         )
     return batcher
+
+
+def _check_rows_divide(batch: int, world: World) -> None:
+    """A resumed run's rows (the saved run's whole batch) must divide among the processes."""
+    if batch % world.size:
+        raise BookgenError(
+            f"--resume: the saved run trains {batch} streams, which do not divide among "
+            f"{world.size} training processes: resume it on a number of processes that divides "
+            f"{batch}"
+        )
+
+
+def _check_same_save(out: Path, world: World) -> None:
+    """Every process must read the very save rank 0 reads: with several machines, --out is one
+    folder they all share. A stale copy on one machine would silently train another model."""
+    if not world.active:
+        return
+    try:
+        mine = hashlib.sha256((out / ckpt.MANIFEST).read_bytes()).hexdigest()
+    except OSError:
+        mine = None
+    seen = world.gather_objects(mine)
+    others = [rank for rank, digest in enumerate(seen) if digest != seen[0]]
+    if others:
+        names = ", ".join(str(rank) for rank in others)
+        raise BookgenError(
+            f"--resume: training process {names} of {world.size} does not find in {out} the "
+            f"save process 0 reads there: on several machines, --out must be one folder they "
+            f"all share (the same path on each)"
+        )
 
 
 def _own_rows(batcher: StreamBatcher, world: World) -> int:
@@ -226,7 +265,8 @@ def _network(
 
     model.hold_rows(world.rows(batcher.batch_size), batcher.batch_size)
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
+    with world.collective("starting DistributedDataParallel"):  # it broadcasts rank 0's weights
+        return DistributedDataParallel(model, device_ids=ids)
 
 
 def _load_embeddings(

@@ -1,10 +1,12 @@
 """Started by test_distributed under torchrun (`python -m tests.collectives BOOK OUT`): trains a
 short run on two processes, counting every collective bookgen calls through torch.distributed,
 and prints on rank 0 how many each training step made (DistributedDataParallel's own gradient
-all-reduce runs inside backward, in C++, and is not among them)."""
+all-reduce runs inside backward, in C++, and is not among them), and which were not started
+asynchronously (`async_op=True`, then waited on inside `World.collective`)."""
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import sys
@@ -14,8 +16,10 @@ import torch.distributed as dist
 import bookgen
 from bookgen.events import Stepped
 
-COLLECTIVES = ("all_reduce", "all_gather", "broadcast", "broadcast_object_list", "barrier")
+COLLECTIVES = ("all_reduce", "all_gather", "broadcast", "barrier")
+OBJECTS = ("broadcast_object_list", "all_gather_object")  # torch offers no async_op for these
 calls = []  # the name of each collective called, in order
+synchronous = set()  # the names of those called without async_op=True
 
 
 def counted(name: str):
@@ -23,13 +27,15 @@ def counted(name: str):
 
     def call(*args, **kwargs):
         calls.append(name)
+        if not kwargs.get("async_op"):
+            synchronous.add(name)
         return real(*args, **kwargs)
 
     return call
 
 
 def main(book: str, out: str) -> None:
-    for name in COLLECTIVES:
+    for name in COLLECTIVES + OBJECTS:
         setattr(dist, name, counted(name))
     at_step = []  # the calls made by the time each Stepped event came (rank 0 reports)
     record = lambda event: isinstance(event, Stepped) and at_step.append(len(calls))  # noqa: E731
@@ -40,6 +46,10 @@ def main(book: str, out: str) -> None:
     if at_step:
         per_step = [b - a for a, b in itertools.pairwise(at_step)]
         print("collectives per step: " + json.dumps(per_step), flush=True)
+        print("synchronous: " + json.dumps(sorted(synchronous)), flush=True)
+    # Once training is over, the process group is gone with its threads (gloo names them).
+    names = [open(task).read().strip() for task in glob.glob("/proc/self/task/*/comm")]
+    print("threads left: " + json.dumps(sorted(n for n in names if "gloo" in n)), flush=True)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ pytestmark = pytest.mark.skipif(
     reason="this torch build has no torch.distributed gloo backend",
 )
 
-# A batch of 4 rows, so 2 processes own 2 rows each; dropout on, so the masks must agree too.
+# A batch of 4 rows for one process; 2 processes at --batch-size 2 (per process) train the same
+# 4 rows, 2 each. Dropout on, so the masks must agree too.
 RUN = dict(TINY_MODEL, dropout=0.2, eval_every=10, preview_length=0)
 FLAGS = [
-    "--hidden", "32", "--batch-size", "4", "--bptt", "16", "--dropout", "0.2",
+    "--hidden", "32", "--batch-size", "2", "--bptt", "16", "--dropout", "0.2",
     "--precision", "fp32", "--device", "cpu", "--eval-every", "10", "--quiet",
 ]  # fmt: skip
 COMPARED = ("step", "tokens", "epoch", "lr", "train_loss", "val_loss")
@@ -99,10 +100,13 @@ def assert_same_checkpoint(a: Path, b: Path, where: str) -> None:
 
 
 def test_two_processes_train_the_model_one_process_trains(tiny_book: Path, tmp_path: Path):
+    """2 processes at --batch-size 2 (per process) train what 1 process trains at 4."""
     one, two = tmp_path / "one", tmp_path / "two"
     bookgen.train(tiny_book, one, steps=30, **RUN)
-    done = torchrun(2, str(tiny_book), "--out", str(two), "--steps", "30", *FLAGS)
+    flags = [f for f in FLAGS if f != "--quiet"]  # the start line says how the rows are shared
+    done = torchrun(2, str(tiny_book), "--out", str(two), "--steps", "30", *flags)
     assert done.returncode == 0, done.stderr
+    assert "4 streams (2 per process x 2 processes)" in done.stderr, done.stderr
     assert read_metrics(two)[-1]["step"] == 30
     assert_same_run(two, one)
     # The saved models agree too, and so does the carried state of all 4 rows: gathered from
@@ -140,35 +144,55 @@ def test_a_training_step_makes_one_collective(tiny_book: Path, tmp_path: Path):
     assert done.returncode == 0, done.stderr
     (line,) = [s for s in done.stdout.splitlines() if s.startswith("collectives per step: ")]
     assert json.loads(line.partition(": ")[2]) == [1] * 11, line
+    # Each is started asynchronously and waited on inside the guard (on NCCL too, so a lost
+    # process fails there); only the object collectives, which torch offers no async form of,
+    # are called plainly (gloo, a long timeout: rank 0's settings).
+    (line,) = [s for s in done.stdout.splitlines() if s.startswith("synchronous: ")]
+    assert json.loads(line.partition(": ")[2]) == ["broadcast_object_list"], line
+    # And bookgen.train leaves no process group behind: none of gloo's threads outlive it (the
+    # group held alive by torch.distributed.nn.functional's defaults once aborted at exit).
+    lines = [s for s in done.stdout.splitlines() if s.startswith("threads left: ")]
+    assert len(lines) == 2 and all(json.loads(s.partition(": ")[2]) == [] for s in lines), lines
 
 
-def test_a_batch_that_does_not_divide_is_refused_once(tiny_book: Path, tmp_path: Path):
-    flags = [f if f != "4" else "3" for f in FLAGS]  # --batch-size 3
-    done = torchrun(2, str(tiny_book), "--out", str(tmp_path / "m"), "--steps", "5", *flags)
+def test_a_resume_on_processes_that_do_not_divide_the_rows_is_refused_once(
+    tiny_book: Path, tmp_path: Path
+):
+    """A resumed run keeps the saved run's rows (8); 3 processes cannot share them equally."""
+    out = tmp_path / "m"
+    bookgen.train(tiny_book, out, steps=2, **dict(RUN, batch_size=8))
+    saved = (out / MANIFEST).read_bytes()
+    done = torchrun(3, str(tiny_book), "--out", str(out), "--resume", "--steps", "5", "-q")
     assert done.returncode != 0
-    message = "--batch-size 3 does not divide among 2 training processes"
-    assert done.stderr.count(message) == 1, done.stderr  # rank 0 says it; rank 1 is quiet
+    message = "--resume: the saved run trains 8 streams, which do not divide among 3 training"
+    assert done.stderr.count(message) == 1, done.stderr  # rank 0 says it; the others are quiet
     # Each process exits 2 with its one line; the only traceback is torchrun's own report after.
     ours = done.stderr.split("failed (exitcode: 2)")[0]
-    assert "error: --batch-size 3" in ours and "Traceback" not in ours, done.stderr
+    assert "error: --resume: the saved run" in ours and "Traceback" not in ours, done.stderr
     assert "exitcode  : 2" in done.stderr
-    assert not (tmp_path / "m").exists()  # nothing written
+    assert (out / MANIFEST).read_bytes() == saved  # nothing written
 
 
-def test_a_process_that_dies_stops_the_others_with_a_message(tiny_book: Path, tmp_path: Path):
-    # Two processes started by hand (as two machines would be), so that no launcher tears the
-    # survivor down for us: rank 1 is killed mid-run, and rank 0 must say so and exit 2.
+def by_hand(commands: list[list[str]]) -> list[subprocess.Popen]:
+    """One process per command, started as machines would start them: no launcher tears the
+    others down when one stops. Each joins as the rank of its place in `commands`."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
+    ranks = []
+    for rank, command in enumerate(commands):
+        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank))
+        env.update(WORLD_SIZE=str(len(commands)), LOCAL_RANK=str(rank), BOOKGEN_DIST_TIMEOUT="20")
+        ranks.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+    return ranks
+
+
+def test_a_process_that_dies_stops_the_others_with_a_message(tiny_book: Path, tmp_path: Path):
+    # Rank 1 is killed mid-run, and rank 0 must say so and exit 2 (by hand: torchrun would tear
+    # the survivor down for us).
     out = tmp_path / "m"
     command = [sys.executable, "-m", "bookgen", "train", str(tiny_book), "--out", str(out)]
-    command += ["--steps", "100000", *FLAGS]
-    ranks = []
-    for rank in (0, 1):
-        env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank))
-        env.update(WORLD_SIZE="2", LOCAL_RANK=str(rank), BOOKGEN_DIST_TIMEOUT="20")
-        ranks.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+    ranks = by_hand([command + ["--steps", "100000", *FLAGS]] * 2)
     try:
         deadline = time.monotonic() + 120
         # Both are training once a checkpoint is complete (its manifest is written last).
@@ -192,3 +216,64 @@ def test_a_failed_collective_is_a_clear_error():
     # No process group: what a collective raises when the others are gone, named plainly.
     with pytest.raises(LostContact, match="training process 1 of 2 lost contact with the others"):
         World(rank=1, size=2).sum(1.0)
+
+
+def test_a_resume_where_a_process_reads_another_save_is_refused(tiny_book: Path, tmp_path: Path):
+    """Every process reads the checkpoint from --out: on two machines, each its own disk. One
+    that finds another save there (a stale copy) would train another model: refused, at once."""
+    here, there = tmp_path / "here", tmp_path / "there"
+    bookgen.train(tiny_book, here, steps=4, **RUN)
+    shutil.copytree(here, there)
+    bookgen.train(tiny_book, there, resume=True, steps=8)  # the other machine's copy moved on
+    saved = (here / MANIFEST).read_bytes()
+    resume = [sys.executable, "-m", "bookgen", "train", str(tiny_book), "--resume", "--steps", "12"]
+    ranks = by_hand([resume + ["--out", str(here), "-q"], resume + ["--out", str(there), "-q"]])
+    try:
+        errors = [process.communicate(timeout=120)[1] for process in ranks]
+    finally:
+        for process in ranks:
+            process.kill()
+            process.wait()
+    assert [process.returncode for process in ranks] == [2, 2], errors
+    message = f"error: --resume: training process 1 of 2 does not find in {here} the save"
+    assert message in errors[0] and "one folder they all share" in errors[0], errors[0]
+    assert "Traceback" not in errors[0] + errors[1]
+    assert (here / MANIFEST).read_bytes() == saved  # nothing written
+
+
+def test_the_others_wait_for_work_only_rank_0_does(tiny_book: Path, tmp_path: Path):
+    """Rank 0 alone tokenizes into the cache, measures the precision and builds the copy guard's
+    index, each here made slower (5 s) than the steps' timeout (2 s): the others wait for it on
+    the patient group, and the run completes."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "tests.slow_first", str(tiny_book), str(tmp_path / "m"), "5",
+    ]  # fmt: skip
+    env = dict(os.environ, BOOKGEN_DIST_TIMEOUT="2")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr
+    slow = sorted(s for s in done.stdout.splitlines() if s.startswith("slow: "))
+    assert slow == ["slow: ensure_index", "slow: prepare_data", "slow: run_precision"], slow
+    assert read_metrics(tmp_path / "m")[-1]["step"] == 3
+
+
+class LostWork:
+    """What waiting on a collective gives when another process has gone."""
+
+    def wait(self, timeout=None):
+        raise RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+
+
+def test_a_collective_is_started_async_and_fails_in_its_wait(monkeypatch):
+    """The collective is started with async_op=True and its wait, where NCCL reports a lost
+    process, happens inside the guard: a LostContact (one line, exit 2), not a bare error."""
+    started = []
+
+    def all_reduce(tensor, op=None, group=None, async_op=False):
+        started.append(async_op)
+        return LostWork()
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    with pytest.raises(LostContact, match="while agreeing on a step.*Connection closed by peer"):
+        World(rank=0, size=2).agree(1.0, 0.5, 0)
+    assert started == [True]

@@ -175,6 +175,17 @@ def _run(paths: list[str], out, resume: bool, force: bool, quiet: bool, options:
     return result if rank() == 0 else None
 
 
+def _streams(batch_size: int) -> str:
+    """The run's streams (its whole batch), and under torchrun how the processes share them:
+    --batch-size is per process, so N processes train N times as many rows."""
+    from bookgen.distributed import processes
+
+    count = processes()
+    if count == 1:
+        return f"{batch_size} streams"
+    return f"{batch_size} streams ({batch_size // count} per process x {count} processes)"
+
+
 def _progress(**options) -> Progress:
     """A rich progress display on stderr: what, bar, share done, figures, time left."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -252,7 +263,7 @@ class TrainDisplay:
         err.print(
             f"training on {', '.join(event.documents)}: {event.train_tokens:,} tokens "
             f"({event.val_tokens:,} held out), vocabulary {event.vocab_size}, "
-            f"{event.parameters:,} parameters, {event.batch_size} streams -> {event.out}",
+            f"{event.parameters:,} parameters, {_streams(event.batch_size)} -> {event.out}",
             markup=False,
         )
         err.print(f"{event.device}, precision {event.precision_note}", markup=False)
