@@ -249,17 +249,20 @@ def cudnn_rnn_runs_tf32() -> bool:
 @contextlib.contextmanager
 def training_arithmetic(device: torch.device, precision: str):
     """fp32 matrix products in TF32 while inside, where training's fp32 runs in TF32 (cuDNN's
-    RNN on a GPU); nothing changes on a CPU, or in bf16. The setting is put back after."""
+    RNN on a GPU); nothing changes on a CPU, or in bf16. The setting is put back after.
+
+    Through `torch.set_float32_matmul_precision`, which sets the old flag and the new
+    (`torch.backends.cuda.matmul.fp32_precision`) together: cuBLAS refuses to run when the two
+    disagree."""
     if device.type != "cuda" or precision != "fp32" or not cudnn_rnn_runs_tf32():
         yield
         return
-    matmul = torch.backends.cuda.matmul
-    before = matmul.fp32_precision
-    matmul.fp32_precision = "tf32"
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
     try:
         yield
     finally:
-        matmul.fp32_precision = before
+        torch.set_float32_matmul_precision(before)
 
 
 def matmul_peak_gflops(

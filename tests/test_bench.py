@@ -126,14 +126,16 @@ def test_the_peak_is_taken_in_the_arithmetic_training_runs_in(monkeypatch):
     # TF32 too, and the setting is put back; bf16, and a CPU, leave it alone. The setting is a
     # global flag: it can be read and set without a GPU.
     matmul, cuda = torch.backends.cuda.matmul, torch.device("cuda")
-    before = matmul.fp32_precision
+    before = torch.get_float32_matmul_precision()
     monkeypatch.setattr(bench, "cudnn_rnn_runs_tf32", lambda: True)
     with bench.training_arithmetic(cuda, "fp32"):
-        assert matmul.fp32_precision == "tf32"
-    assert matmul.fp32_precision == before
+        # The old flag and the new agree (cuBLAS refuses to run where they do not).
+        assert (torch.get_float32_matmul_precision(), matmul.fp32_precision) == ("high", "tf32")
+    assert torch.get_float32_matmul_precision() == before
+    assert matmul.fp32_precision != "tf32"
     for device, precision in ((cuda, "bf16"), (torch.device("cpu"), "fp32")):
         with bench.training_arithmetic(device, precision):
-            assert matmul.fp32_precision == before
+            assert torch.get_float32_matmul_precision() == before
     monkeypatch.setattr(bench, "cudnn_rnn_runs_tf32", lambda: False)  # TF32 turned off
     with bench.training_arithmetic(cuda, "fp32"):
-        assert matmul.fp32_precision == before
+        assert torch.get_float32_matmul_precision() == before
