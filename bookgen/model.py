@@ -69,6 +69,15 @@ class RecurrentLM(nn.Module):
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.output.bias)
 
+    def flatten_parameters(self) -> None:
+        """Pack each layer's weights into the one buffer cuDNN reads them from (a no-op off cuDNN).
+
+        `.to(device)` packs them; a `copy.deepcopy` does not, and cuDNN then copies a layer's
+        weights into a fresh buffer at every call, warning "RNN module weights are not part of
+        single contiguous chunk of memory"."""
+        for layer in self.layers:
+            layer.flatten_parameters()
+
     def hold_rows(self, rows: slice, batch: int) -> None:
         """Train as `rows` of a `batch`-row batch (one of several processes): see LockedDropout."""
         self.drop.batch, self.drop.rows = batch, rows
@@ -132,7 +141,8 @@ class RecurrentLM(nn.Module):
             # itself is untouched and gets the gradient through the copy. (AWD-LSTM patched
             # nn.LSTM's internals for this, which broke on later PyTorch releases.)
             dropped = nn.functional.dropout(layer.weight_hh_l0, self.config.weight_drop)
-            run = lambda *args: functional_call(layer, {"weight_hh_l0": dropped}, args)  # noqa: E731
+            weights = packed_like(layer, {"weight_hh_l0": dropped})
+            run = lambda *args: functional_call(layer, weights, args)  # noqa: E731
         else:
             run = layer
         if self.config.cell == "lstm":
@@ -143,6 +153,44 @@ class RecurrentLM(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def packed_like(layer: nn.Module, replaced: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The weights to run `layer` with: its own, with those named in `replaced` replaced, laid
+    out in one buffer as its own are where they are packed.
+
+    On a GPU a layer's weights are views into one buffer in cuDNN's layout (`flatten_parameters`),
+    which cuDNN reads in place. A weight swapped for a new tensor (weight drop's dropped copy of
+    `weight_hh_l0`, new at every call) breaks that: cuDNN would copy all of them into a fresh
+    buffer at every call and warn that the weights are "not part of single contiguous chunk of
+    memory". Here the copy is ours, made once per call by `torch.cat` (so gradients reach the
+    parameters and the dropped copy), each weight at its own place in it: cuDNN reads it in place.
+    Weights that share no buffer (on a CPU, where nothing packs them) are not copied: only
+    `replaced` comes back, and the layer keeps the rest.
+    """
+    weights = dict(layer.named_parameters())
+    first = next(iter(weights.values()))
+    storage = first.untyped_storage()
+    shared = all(w.untyped_storage().data_ptr() == storage.data_ptr() for w in weights.values())
+    if not shared or not all(w.is_contiguous() for w in weights.values()):
+        return replaced
+    pieces, end = [], 0  # the buffer's contents in order, and where the last piece ends
+    for name, weight in sorted(weights.items(), key=lambda item: item[1].storage_offset()):
+        offset = weight.storage_offset()
+        if offset < end:  # overlapping weights: not a layout to copy
+            return replaced
+        if offset > end:  # padding between two weights
+            pieces.append(first.new_zeros(offset - end))
+        pieces.append(replaced.get(name, weight).reshape(-1))
+        end = offset + weight.numel()
+    size = storage.nbytes() // first.element_size()
+    if size > end:
+        pieces.append(first.new_zeros(size - end))
+    flat = torch.cat(pieces)
+    return {
+        name: flat[w.storage_offset() : w.storage_offset() + w.numel()].view_as(w)
+        for name, w in weights.items()
+    }
 
 
 def detach_state(state: State) -> State:

@@ -54,8 +54,12 @@ def run_precision(
 def probe(
     model: RecurrentLM, config: TrainConfig, batcher: StreamBatcher, device: torch.device
 ) -> Probe:
-    """A training step of a copy of `model` in a given precision, for timing."""
+    """A training step of a copy of `model` in a given precision, for timing.
+
+    The copy is packed as the run's model is (`flatten_parameters`): a `deepcopy` leaves cuDNN's
+    weights unpacked, and the probe would time cuDNN copying them at every call, and warn."""
     model = copy.deepcopy(model)
+    model.flatten_parameters()
     optimizer = make_optimizer(model, config)
     window = next(batcher.windows())
     state = model.init_state(batcher.batch_size, device)

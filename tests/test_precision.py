@@ -252,3 +252,70 @@ def test_a_bf16_run_resumes_bit_for_bit(tiny_book: Path, tmp_path: Path, cell: s
     assert all(w.context.precision == "bf16" for w in writers)
     a, b = ("".join(w.generate("It was", length=60, random_seed=4)) for w in writers)
     assert a == b
+
+
+def _probe_setup(cell: str = "lstm"):
+    import numpy as np
+
+    from bookgen.model import ModelConfig, RecurrentLM
+    from bookgen.settings import TrainConfig
+    from bookgen.streams import StreamBatcher, TokenStream
+
+    torch.manual_seed(3)
+    config = ModelConfig(vocab_size=20, cell=cell, layers=2, hidden_size=16, weight_drop=0.3)
+    model = RecurrentLM(config)
+    tokens = np.arange(400, dtype=np.uint8) % 20
+    stream = TokenStream(tokens, np.array([0]), chars=400)
+    return model, TrainConfig(steps=1), StreamBatcher(stream, 4, 8)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_probe_times_a_packed_copy_and_leaves_the_run_alone(monkeypatch, cell):
+    # The probe trains a copy of the run's model, packed again for cuDNN as the run's model is
+    # (a deepcopy is not: cuDNN would copy its weights at every call and warn). Its steps move
+    # neither the run's weights nor the run's random stream.
+    from bookgen import sizing
+
+    flattened = []
+    flatten = torch.nn.RNNBase.flatten_parameters
+
+    def record(layer):
+        flattened.append(layer)
+        flatten(layer)
+
+    monkeypatch.setattr(torch.nn.RNNBase, "flatten_parameters", record)
+    model, config, batcher = _probe_setup(cell)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    step = sizing.probe(model, config, batcher, CPU)
+    copies = [layer for layer in flattened if all(layer is not own for own in model.layers)]
+    assert len(copies) == len(model.layers)  # each layer of the copy, once
+    for copied, own in zip(copies, model.layers, strict=True):
+        pairs = zip(copied.parameters(), own.parameters(), strict=True)
+        assert all(torch.equal(a, b) for a, b in pairs)
+    torch.manual_seed(9)
+    step("fp32")
+    step("fp32")
+    after_steps = torch.rand(3)
+    torch.manual_seed(9)
+    assert torch.equal(after_steps, torch.rand(3))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_probe_on_a_gpu_steps_packed_weights_without_a_cudnn_warning():
+    import warnings
+
+    from bookgen import sizing
+
+    model, config, batcher = _probe_setup()
+    model = model.cuda()
+    step = sizing.probe(model, config, batcher, torch.device("cuda"))
+    torch.set_warn_always(True)  # cuDNN warns once per process otherwise
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            step("fp32")
+            step("fp32")
+    finally:
+        torch.set_warn_always(False)
+    assert not [w for w in caught if "single contiguous chunk" in str(w.message)]
