@@ -55,11 +55,17 @@ from pathlib import Path
 
 from bookgen.context import processor_name
 
-# Private names, on purpose: the detectors must get exactly the sample bookgen gives its own,
-# and a pick of windows-1252 must decode as bookgen decodes it (its table keeps the five bytes
-# Windows-1252 leaves undefined).
-from bookgen.corpus import _WINDOWS_1252, Reading, _sample, scan_book
-from bookgen.encodings import legacy_guesses, looks_double_byte, normalised
+# The detectors get exactly the sample bookgen gives its own, and a pick of windows-1252 decodes
+# as bookgen decodes it (its table keeps the five bytes Windows-1252 leaves undefined).
+from bookgen.corpus import Reading, scan_book
+from bookgen.encodings import (
+    SAMPLE_BYTES,
+    WINDOWS_1252,
+    legacy_guesses,
+    looks_double_byte,
+    normalised,
+    sample,
+)
 from bookgen.errors import BookgenError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +130,12 @@ class Case:
 
 
 # --- the test files ----------------------------------------------------------------------------
+
+
+def _sample(path: Path) -> bytes:
+    """What bookgen's detector reads of `path` (its first SAMPLE_BYTES, cut at a line end)."""
+    with open(path, "rb") as book:
+        return sample(book.read(SAMPLE_BYTES))
 
 
 def encodable(text: str, encodings: Sequence[str]) -> tuple[str, int]:
@@ -259,7 +271,7 @@ def build_cases(corpora: Path, locale: Path, notes: list[str]) -> list[Case]:
 def decoded(data: bytes, encoding: str) -> str:
     """The bytes as bookgen decodes them in `encoding` (its own table for windows-1252)."""
     if encoding == "windows-1252":
-        return codecs.charmap_decode(data, "strict", _WINDOWS_1252)[0]
+        return codecs.charmap_decode(data, "strict", WINDOWS_1252)[0]
     return data.decode(encoding)
 
 
@@ -518,9 +530,7 @@ def english_cost(corpora: Path, commit: str, pairs: int, repeats: int) -> dict:
         "read_cpu_ratio_median_of_pairs": round(statistics.median(ratios), 3),
         "same_text": len({r["sha256"] for rows in runs.values() for r in rows}) == 1,
         "of_which_cpu_s": {
-            "legacy_guesses(sample)": round(
-                timed(lambda: legacy_guesses(sample, _WINDOWS_1252), repeats)[1], 4
-            ),
+            "legacy_guesses(sample)": round(timed(lambda: legacy_guesses(sample), repeats)[1], 4),
             "mojibake guard (looks_double_byte)": round(
                 timed(lambda: looks_double_byte(sample), repeats)[1], 4
             ),
