@@ -167,7 +167,8 @@ class TrainConfig(Described):
     batch_size: int = setting(
         32,
         "B: parallel streams. The text is cut into B contiguous pieces, one per batch row; each "
-        "row's state carries on to its next window.",
+        "row's state carries on to its next window. Per process: under torchrun N processes "
+        "train B x N streams.",
     )
     bptt: int = setting(
         64,
