@@ -723,6 +723,7 @@ def _read_by_hand(text: str) -> tuple[str, bool] | None:
     not_text = len(re.findall("[\x01-\x08\x0e-\x19\x1b-\x1f\x7f-\x84\x86-\x9f\ufffd]", text))
     if nuls > len(text) - nuls or not_text > 0.04 * (len(text) - nuls):
         return None  # binary: more NUL than text, or over 4% control characters
+    text = text.replace("\x00", "")  # stray NULs go as the bytes are decoded: "\r\0\n" is CRLF
     text = re.sub("\r\n|[\r\x85\u2028\u2029]", "\n", text)
     text = re.sub("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]", "", text)
     lines = unicodedata.normalize("NFC", text).split("\n")

@@ -271,10 +271,15 @@ def test_resume_after_kill_9_from_a_periodic_checkpoint_is_exact(tiny_book: Path
     script = f"""
 import os, signal
 import bookgen
-from bookgen.events import Stepped
+from bookgen.events import Saved, Stepped
+
+saved = set()
 
 def kill_at_33(event):
-    if isinstance(event, Stepped) and event.step == 33:
+    # Saves are written in the background: wait for step 25's to land, so the kill finds it.
+    if isinstance(event, Saved):
+        saved.add(event.step)
+    if isinstance(event, Stepped) and event.step >= 33 and 25 in saved:
         os.kill(os.getpid(), signal.SIGKILL)
 
 bookgen.train({str(tiny_book)!r}, {str(killed)!r}, on_event=kill_at_33, **{KILLED_RUN!r})
