@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import io
 import random
-import struct
 import warnings
 import zipfile
-import zlib
 
 import pytest
 
@@ -16,7 +14,7 @@ from bookgen import encodings
 from bookgen.corpus import read_document
 from bookgen.errors import BookgenError, BookgenWarning
 from tests.conftest import shared_corpus
-from tests.test_corpus import EXPECTED
+from tests.test_corpus import EXPECTED, _png
 from tests.test_encodings import CHINESE, JAPANESE
 
 TEXTS = {"chinese": CHINESE, "japanese": JAPANESE, "english": EXPECTED}
@@ -50,21 +48,6 @@ def test_the_shared_cjk_books_saved_as_utf16_without_a_mark_read_as_they_do_now(
         assert document.text == as_shared.text, name
         assert document.encoding == byte_order
         assert document.markup_stripped == as_shared.markup_stripped
-
-
-def _png() -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        body = kind + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    pixels = bytes(random.Random(3).randbytes(16 * 49))  # 16 rows of a filter byte + 16 RGB
-    header = struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(pixels))
-        + chunk(b"IEND", b"")
-    )
 
 
 def _zip() -> bytes:
