@@ -120,12 +120,6 @@ class Checkpoint:
         return self.manifest.get("precision", {}).get("precision", "fp32")
 
 
-def save_checkpoint(folder: Path, **run) -> Path:
-    """Write the latest state of a run (and, if `is_best`, its best weights) into `folder`:
-    `snapshot_checkpoint`'s arguments, then `write_checkpoint`."""
-    return write_checkpoint(folder, snapshot_checkpoint(**run))
-
-
 @dataclass
 class Snapshot:
     """A run as it stood at one step, copied into host memory: what `write_checkpoint` writes,
