@@ -371,6 +371,10 @@ def load_tokenizer(folder: Path, manifest: dict) -> Tokenizer:
         raise BookgenError(f"{folder}: damaged tokenizer ({err!r})") from err
 
 
+# Optimizer options that choose how the update is computed, not what it computes.
+_IMPLEMENTATION = ("fused", "foreach", "capturable", "differentiable")
+
+
 def restore_training(
     folder: Path,
     manifest: dict,
@@ -389,8 +393,15 @@ def restore_training(
             _, index, name = key.split(".", 2)
             moments.setdefault(int(index), {})[name] = value
     try:
-        optimizer.load_state_dict({"state": moments, "param_groups": manifest["optimizer_groups"]})
-    except (KeyError, ValueError, RuntimeError) as err:
+        # How the update runs (fused, foreach) is this version's, not the save's: a run saved
+        # before the fused AdamW goes on with it, and its step counts move to the device.
+        running = optimizer.state_dict()["param_groups"]
+        groups = [
+            {**saved, **{key: own[key] for key in _IMPLEMENTATION if key in own}}
+            for saved, own in zip(manifest["optimizer_groups"], running, strict=True)
+        ]
+        optimizer.load_state_dict({"state": moments, "param_groups": groups})
+    except (KeyError, ValueError, RuntimeError, TypeError) as err:
         raise BookgenError(
             f"{folder}: the optimizer state does not fit this model ({err})"
         ) from err

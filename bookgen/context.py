@@ -64,6 +64,18 @@ class RunContext:
             torch.cuda.synchronize(self.device)
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without waiting for the device's queue.
+
+    A copy to a GPU from ordinary (pageable) memory waits until the GPU has run everything queued
+    before it; from pinned memory, non-blocking, it is queued like a kernel. (torch's pinned
+    memory comes from a caching allocator that keeps the buffer until the copy has run.)
+    """
+    if device.type == "cpu" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def resolve_device(name: str) -> torch.device:
     """ "auto" is CUDA when a GPU is present, else the CPU."""
     if name == "auto":

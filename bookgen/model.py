@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from bookgen.context import to_device
+
 # ModelConfig is declared with the other settings (help, allowed values, check), away from
 # torch, so that `bookgen --help` reads it without loading torch; it is imported here as before.
 from bookgen.settings import ModelConfig
@@ -98,7 +100,7 @@ class RecurrentLM(nn.Module):
         `resets` (T, B) bool, optional: zero row b's state just before it reads tokens[t] (a row
         crossing into a new book). The sequence is split at such steps, which are rare.
         """
-        spans = self._spans(tokens.size(0), resets, state[0].dtype)
+        spans = self._spans(tokens.size(0), resets, state[0])
         x = self.embedding(tokens)  # (T, B, E)
         finals = []  # per layer: its state after the last token, each tensor (1, B, H)
         for index, layer in enumerate(self.layers):
@@ -112,14 +114,18 @@ class RecurrentLM(nn.Module):
         return self.output(self.drop(x)), state
 
     @staticmethod
-    def _spans(length: int, resets: torch.Tensor | None, dtype: torch.dtype) -> list[Span]:
-        """Split [0, length) at the steps where some row resets; see `Span`."""
+    def _spans(length: int, resets: torch.Tensor | None, like: torch.Tensor) -> list[Span]:
+        """Split [0, length) at the steps where some row resets; see `Span`.
+
+        `resets` is best given on the host (where the windows are cut): the cuts are then found
+        there, and only the rare masks travel to the state's device, without waiting for it.
+        """
         if resets is None:
             return [(0, length, None)]
         cuts = torch.nonzero(resets.any(dim=1)).flatten().tolist()
         bounds = sorted(set([0, *cuts, length]))
         return [
-            (begin, end, (~resets[begin]).to(dtype).view(1, -1, 1) if begin in cuts else None)
+            (begin, end, _keep_mask(resets[begin], like) if begin in cuts else None)
             for begin, end in pairwise(bounds)
         ]
 
@@ -191,6 +197,12 @@ def packed_like(layer: nn.Module, replaced: dict[str, torch.Tensor]) -> dict[str
         name: flat[w.storage_offset() : w.storage_offset() + w.numel()].view_as(w)
         for name, w in weights.items()
     }
+
+
+def _keep_mask(resets: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(1, B, 1) ones for the rows that carry their state, zeros for those that reset."""
+    keep = (~resets.cpu()).to(like.dtype).view(1, -1, 1)
+    return to_device(keep, like.device)
 
 
 def detach_state(state: State) -> State:

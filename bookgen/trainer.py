@@ -15,11 +15,16 @@ collect them in a list.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+from torch import Tensor
 
 from bookgen import checkpoint as ckpt
 from bookgen.cadence import Cadence
@@ -35,20 +40,19 @@ from bookgen.events import (
     TrainingInterrupted,
     TrainResult,
 )
-from bookgen.model import detach_state
 from bookgen.run import Books, open_run
 from bookgen.saving import RunSaver
 from bookgen.schedule import RunClock, budget_used, evaluation_reserve, learning_rate
 from bookgen.scoring import bits_per_char
 from bookgen.settings import TrainConfig
-from bookgen.step import (
-    all_finite,
-    forward_backward,
-    update,
-    window_loss,
-)
+from bookgen.step import carried, forward_backward, update, weights_finite, window_loss
 from bookgen.streams import Window
 from bookgen.validation import Validation
+
+# On a GPU the host reads the steps' losses back every this many steps (or this many seconds,
+# whichever comes first): one wait for the device instead of one per step.
+READ_BACK_STEPS = 64
+READ_BACK_SECONDS = 0.5
 
 
 class Trainer:
@@ -91,6 +95,8 @@ class Trainer:
         self.reserve = 0.0  # seconds of a --minutes budget kept for evaluations
         self.signals = StopSignals()
         self.bad_steps = 0  # non-finite steps in a row
+        self.unread: list[Unread] = []  # steps whose results are still on the device
+        self.last_read = time.perf_counter()
 
     def run(self) -> TrainResult:
         with self.signals:
@@ -116,14 +122,15 @@ class Trainer:
             if used >= 1.0:
                 break
             lr = learning_rate(c, p.step, used)
-            loss, agreed = self._step(window, lr)
+            loss, applied, agreed = self._step(window, lr)
             p.step, p.position = p.step + 1, window.start + window.inputs.size(0)
             p.tokens_seen += window.inputs.numel()
             p.elapsed_s = self.clock.elapsed()
-            if loss is not None:
-                p.loss_sum, p.loss_count = p.loss_sum + loss, p.loss_count + 1
             used, rate = agreed.budget_used, self.clock.tokens_per_s(p)
-            self.emit(Stepped(p.step, self.epochs(), loss, lr, rate, p.elapsed_s, used))
+            stepped = Stepped(p.step, self.epochs(), None, lr, rate, p.elapsed_s, used)
+            self.unread.append(Unread(stepped, loss, applied, weights_finite(self.model)))
+            if self._read_due():
+                self._read_back()
             self._report_saves()
             seconds = self.cadence.seconds(used, p.elapsed_s)
             if self.cadence.evaluation_due(p.step, used, p.last_eval_used):
@@ -131,6 +138,7 @@ class Trainer:
             elif self.cadence.save_due(p.step, seconds):
                 self._save(is_best=False, seconds=seconds)
             self._stop_if_asked(agreed)
+        self._read_back()
         if p.last_eval_step != p.step:  # always an evaluation and a save at the end
             lr, rate = learning_rate(c, p.step, 1.0), self.clock.tokens_per_s(p)
             seconds = self.cadence.seconds(used, self.clock.elapsed())
@@ -151,36 +159,72 @@ class Trainer:
             p.epoch, p.position = p.epoch + 1, 0
             self.state = self.model.init_state(rows, self.context.device)
 
-    def _step(self, window: Window, lr: float) -> tuple[float | None, Agreement]:
-        """One window forward and back, the processes' agreement, the update. Returns the loss
-        (None: the step was skipped) and what was agreed."""
+    def _step(self, window: Window, lr: float) -> tuple[Tensor, Tensor, Agreement]:
+        """One window forward and back, the processes' agreement, the update: the loss and
+        whether the step was applied (0-d tensors on the device, read later: `_read_back`) and
+        what was agreed."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         part, state = forward_backward(self.network, window, self.state, self.context, self.world)
-        # The step's one collective: the window's loss (a non-finite one is skipped everywhere),
-        # the budget used once this step is done (the slowest clock decides), a stop signal.
+        # The budget used once this step is done, by this process's clock.
         used = self._budget_used(self.progress.step + 1, window.start + window.inputs.size(0))
-        agreed = self.world.agree(part, used, self.signals.received)
-        loss = window_loss(agreed.loss_parts, window, self.world)
-        if not update(self.model, self.optimizer, loss, self.config.grad_clip):
-            self._bad_step(loss)  # it never reaches the weights, nor the carried state
-            return None, agreed
-        if not all_finite(self.model):
-            # A finite loss and gradient can still overflow the weights in the update (AdamW's
-            # decay at an absurd rate does). Nothing comes back from that: stop before it is
-            # saved, so the last checkpoint stays good.
-            raise self._diverged(
-                f"the update of step {self.progress.step + 1} made the weights infinite or NaN "
-                f"(its loss was {loss:g}); that step was not saved"
-            )
-        self.bad_steps = 0
-        self.state = detach_state(state)  # truncated BPTT: the values carry on, not the graph
-        return loss, agreed
+        if self.world.active:
+            # The step's one collective: the window's loss (a non-finite one is skipped
+            # everywhere), the budget used (the slowest clock decides), a stop signal. It is
+            # the one wait for the device in a step of several processes.
+            agreed = self.world.agree(float(part), used, self.signals.received)
+            whole = window_loss(agreed.loss_parts, window, self.world)
+            loss = torch.tensor(whole, dtype=torch.float32, device=self.context.device)
+        else:
+            agreed, loss = Agreement(0.0, used, self.signals.received), part
+        applied = update(self.model, self.optimizer, loss, self.config.grad_clip)
+        self.state = carried(applied, state, self.state)  # a skipped step keeps the old state
+        return loss, applied, agreed
 
-    def _bad_step(self, loss: float) -> None:
+    def _read_due(self) -> bool:
+        """Whether to read the steps' results back now: every step on a CPU (where reading
+        waits for nothing), else every `READ_BACK_STEPS` steps or `READ_BACK_SECONDS`."""
+        waited = time.perf_counter() - self.last_read
+        return len(self.unread) >= read_back_steps(self.context.device) or (
+            waited >= READ_BACK_SECONDS
+        )
+
+    def _read_back(self) -> None:
+        """Read the unread steps' losses at once (one wait for the device), then count them,
+        report them and stop on a run of bad steps or a diverged update.
+
+        What the steps did was decided on the device already; reading later changes only when
+        the user hears of it. Every save reads back first, so a bad step is never saved unseen.
+        """
+        self.last_read = time.perf_counter()
+        if not self.unread:
+            return
+        unread, self.unread = self.unread, []
+        flags = torch.stack(
+            [torch.stack([u.loss.float(), u.applied.float(), u.finite.float()]) for u in unread]
+        ).tolist()
+        p = self.progress
+        for u, (loss, applied, finite) in zip(unread, flags, strict=True):
+            step = u.stepped.step
+            if not applied:
+                self._bad_step(loss, step)  # it never reached the weights, nor the state
+                self.emit(u.stepped)
+                continue
+            if not finite:
+                # A finite loss and gradient can still overflow the weights in the update
+                # (AdamW's decay at an absurd rate does). Nothing comes back from that: stop
+                # before it is saved, so the last checkpoint stays good.
+                raise self._diverged(
+                    f"the update of step {step} made the weights infinite or NaN "
+                    f"(its loss was {loss:g}); that step was not saved"
+                )
+            self.bad_steps = 0
+            p.loss_sum, p.loss_count = p.loss_sum + loss, p.loss_count + 1
+            self.emit(dataclasses.replace(u.stepped, loss=loss))
+
+    def _bad_step(self, loss: float, step: int) -> None:
         self.bad_steps += 1
-        step = self.progress.step + 1
         self.emit(Notice(f"step {step}: loss or gradient is {loss}, step skipped"))
         if self.bad_steps >= self.config.max_bad_steps:
             raise self._diverged(
@@ -212,6 +256,7 @@ class Trainer:
     def _evaluate_and_save(
         self, lr: float, rate: float, used: float, seconds: float | None
     ) -> None:
+        self._read_back()  # the training loss of the steps since the last evaluation
         p = self.progress
         val_loss = self.validation.loss(self.model, self.context)
         is_best = p.best_val_loss is None or val_loss < p.best_val_loss
@@ -238,6 +283,7 @@ class Trainer:
 
     def _save(self, is_best: bool, seconds: float | None) -> None:
         """Snapshot the run and write it in the background (the first process writes)."""
+        self._read_back()  # a bad step or a diverged update stops the run before it is saved
         self._report_saves(wait=True)  # one write at a time; each reported while the latest
         run = self.model, self.optimizer, self.config, self.progress, self.state
         self.saver.save(*run, is_best=is_best)
@@ -263,6 +309,23 @@ class Trainer:
         """The budget used (0..1) at `step` steps and `position` in the rows, by this clock."""
         elapsed = self.clock.elapsed()
         return budget_used(self.config, step, self.epochs(position), elapsed, self.reserve)
+
+
+@dataclass(frozen=True)
+class Unread:
+    """A step done whose results the host has not read yet: its event without the loss, and
+    the loss, whether it was applied and whether the weights stayed finite (0-d tensors)."""
+
+    stepped: Stepped
+    loss: Tensor
+    applied: Tensor
+    finite: Tensor
+
+
+def read_back_steps(device: torch.device) -> int:
+    """Steps whose results wait on the device before the host reads them: 1 on a CPU, where
+    reading waits for nothing and the progress display shows every step."""
+    return 1 if device.type == "cpu" else READ_BACK_STEPS
 
 
 def _quiet(event: Event) -> None:
