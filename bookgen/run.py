@@ -121,7 +121,7 @@ def _fresh(
         config = dataclasses.replace(config, **changes)  # a short run's batch size and rate
     # --batch-size is per process (sizing measured one process): the run's rows are N times it.
     config = dataclasses.replace(config, batch_size=config.batch_size * world.size)
-    batcher = _batcher(data, config, world)
+    batcher = _batcher(data, config, world, device)
     model, optimizer = _build(model_options, config, data, device)
     choice = run_precision(config, device, model, batcher) if world.is_main else None
     precision: PrecisionChoice = world.broadcast(choice)
@@ -159,7 +159,7 @@ def _resumed(
     ckpt.check_weights(out, manifest, "model")  # before a model of the manifest's size is built
     data = _prepare(books, config, ckpt.load_tokenizer(out, manifest), world, emit)
     _check_same_books(manifest["corpus"], data.corpus)
-    batcher = _batcher(data, config, world)
+    batcher = _batcher(data, config, world, device)
     model, optimizer = _build(model_options, config, data, device)
     saved = manifest["precision"]
     choice = run_precision(config, device, model, batcher, saved) if world.is_main else None
@@ -196,9 +196,11 @@ def _prepare(
         return prepare_data(books, config, tokenizer, lambda *done: emit(Tokenizing(*done)))
 
 
-def _batcher(data: PreparedData, config: TrainConfig, world: World) -> StreamBatcher:
+def _batcher(
+    data: PreparedData, config: TrainConfig, world: World, device: torch.device
+) -> StreamBatcher:
     """The training stream in batch rows (all processes'), refused if a short text fills too
-    few rows to divide among the processes."""
+    few rows to divide among the processes. On a GPU the rows live there (`keep_on`)."""
     batcher = StreamBatcher(data.train, config.batch_size, config.bptt)
     batch = batcher.batch_size
     if batch % world.size:
@@ -206,6 +208,8 @@ def _batcher(data: PreparedData, config: TrainConfig, world: World) -> StreamBat
             f"the text only fills {batch} streams, which do not divide among {world.size} "
             f"training processes: use a --batch-size of at most {batch // world.size}"
         )
+    if device.type != "cpu":
+        batcher.keep_on(device)
     return batcher
 
 

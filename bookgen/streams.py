@@ -78,10 +78,10 @@ class TokenStream:
 class Window:
     """One step's batch: T consecutive tokens of every row."""
 
-    inputs: torch.Tensor  # (T, B) token ids, int64
-    targets: torch.Tensor  # (T, B) the next token of each input
-    resets: torch.Tensor  # (T, B) bool: zero the row's state before consuming inputs[t]
-    loss_mask: torch.Tensor  # (T, B) bool: False where the target starts a new book
+    inputs: torch.Tensor  # (T, B) token ids, int64, on the host or the device (`keep_on`)
+    targets: torch.Tensor  # (T, B) the next token of each input, where the inputs are
+    resets: torch.Tensor  # (T, B) bool, on the host: zero the row's state before inputs[t]
+    loss_mask: torch.Tensor  # (T, B) bool, on the host: False where the target starts a book
     start: int  # position of inputs[0] within each row
 
     def rows(self, rows: slice) -> Window:
@@ -98,6 +98,7 @@ class Window:
 # Pages of the memmap windows may touch between two `TokenStream.release` calls (each window
 # touches about one page per row): 16 MiB of 4 KiB pages; releasing costs one system call.
 _RELEASE_PAGES = 4096
+_UPLOAD_TOKENS = 1 << 26  # tokens read from the stream per copy to the device
 
 
 class StreamBatcher:
@@ -127,6 +128,29 @@ class StreamBatcher:
         # (column, row) pairs sorted by column, so a window finds its own with a binary search.
         self._resets = _by_column(stream.starts, used, length)
         self._masked = _by_column(stream.starts - 1, used, length)
+        self._on_device: tuple[torch.Tensor, torch.Tensor] | None = None  # see `keep_on`
+
+    def keep_on(self, device: torch.device) -> bool:
+        """Keep the rows' tokens on `device` and cut each window there: on a GPU, no work on
+        the host and no copy per step. The reset and loss flags stay on the host, where the
+        trainer decides from them without asking the device.
+
+        Returns False (windows are then cut on the host, as on a CPU, and copied from pinned
+        memory) where the tokens would take more than a quarter of the device's free memory:
+        as int32, a 1 GB corpus of characters is 4 GB.
+        """
+        used = self.batch_size * self.row_length
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            if (used + 1) * 4 > free // 4:
+                return False
+        flat = torch.empty(used + 1, dtype=torch.int32, device=device)
+        for begin in range(0, used + 1, _UPLOAD_TOKENS):  # a memmap is read a piece at a time
+            piece = np.asarray(self.stream.tokens[begin : min(begin + _UPLOAD_TOKENS, used + 1)])
+            flat[begin : begin + len(piece)] = torch.from_numpy(piece.astype(np.int32))
+        rows, length = self.batch_size, self.row_length
+        self._on_device = (flat[:used].view(rows, length), flat[1:].view(rows, length))
+        return True
 
     def epoch_shift(self, epoch: int, random_seed: int) -> int:
         """Length cut from the first window of `epoch`: 0 <= shift < bptt, fixed by the seed."""
@@ -154,9 +178,14 @@ class StreamBatcher:
     def window(self, begin: int, end: int) -> Window:
         """Columns [begin, end) of every row, as (T, B) tensors."""
         shape = (end - begin, self.batch_size)
+        if self._on_device is not None:
+            inputs, targets = (_device_columns(rows, begin, end) for rows in self._on_device)
+        else:
+            inputs = _columns(self._inputs, begin, end)
+            targets = _columns(self._targets, begin, end)
         return Window(
-            inputs=_columns(self._inputs, begin, end),
-            targets=_columns(self._targets, begin, end),
+            inputs=inputs,
+            targets=targets,
             resets=_flags(self._resets, begin, end, shape),
             loss_mask=~_flags(self._masked, begin, end, shape),
             start=begin,
@@ -173,6 +202,11 @@ class StreamBatcher:
 def _columns(rows: np.ndarray, begin: int, end: int) -> torch.Tensor:
     """(T, B) int64 copy of columns [begin, end) of a (B, L) array."""
     return torch.from_numpy(np.ascontiguousarray(rows[:, begin:end].T, dtype=np.int64))
+
+
+def _device_columns(rows: torch.Tensor, begin: int, end: int) -> torch.Tensor:
+    """(T, B) int64 copy of columns [begin, end) of a (B, L) tensor, where it lives."""
+    return rows[:, begin:end].t().to(torch.int64, memory_format=torch.contiguous_format)
 
 
 def _by_column(positions: np.ndarray, used: int, length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -86,7 +86,7 @@ class Trainer:
         self.model, self.network, self.optimizer = run.model, run.network, run.optimizer
         self.context, self.progress, self.state = run.context, run.progress, run.state
         self.started = run.started(self.out, [book.name for book in books])
-        self.validation = Validation(self.data.val, self.config, world)
+        self.validation = Validation(self.data.val, self.config, world, self.context.device)
         # Books given as text (from Python) are indexed for the copy guard from that text.
         texts = [book.text for book in books if isinstance(book, Document)]
         self.saver = RunSaver(self.out, world, run, texts if len(texts) == len(books) else None)

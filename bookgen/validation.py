@@ -30,9 +30,13 @@ PREVIEW_SECONDS_PER_TOKEN = 0.002
 class Validation:
     """The held-out stream of a run, and how much of it an evaluation reads."""
 
-    def __init__(self, stream: TokenStream, config: TrainConfig, world: World) -> None:
+    def __init__(
+        self, stream: TokenStream, config: TrainConfig, world: World, device: torch.device
+    ) -> None:
         self.stream = stream
         self.batcher = StreamBatcher(stream, config.val_batch_size, config.bptt)
+        if device.type != "cpu":
+            self.batcher.keep_on(device)  # on a GPU the windows are cut there
         per_window = self.batcher.batch_size * config.bptt
         cap = max(1, config.max_val_tokens // per_window)
         self.windows = min(self.batcher.windows_per_epoch(), cap)  # read by each evaluation

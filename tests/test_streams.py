@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
+from bookgen import streams
 from bookgen.streams import StreamBatcher, TokenStream
 from tests.by_hand import stream_by_hand
 
@@ -67,3 +69,32 @@ def test_short_text_uses_fewer_rows():
     batcher = StreamBatcher(stream_of(50), batch_size=64, bptt=10)
     assert batcher.batch_size == 4
     assert batcher.row_length >= 10
+
+
+def test_windows_cut_on_the_device_equal_those_cut_on_the_host(monkeypatch):
+    """`keep_on` (a GPU run's rows live on the GPU) gives the same windows, as int64 (T, B)
+    contiguous tensors on that device, with the flags still on the host. The upload goes a
+    piece at a time (here 7 tokens), as a memmap of a large corpus is read."""
+    monkeypatch.setattr(streams, "_UPLOAD_TOKENS", 7)
+    host = StreamBatcher(stream_of(300, 411, 2), batch_size=5, bptt=9)
+    device = StreamBatcher(stream_of(300, 411, 2), batch_size=5, bptt=9)
+    assert device.keep_on(torch.device("cpu"))
+    for epoch in range(3):
+        pairs = zip(host.windows(epoch, 5), device.windows(epoch, 5), strict=True)
+        for a, b in pairs:
+            assert b.inputs.dtype == b.targets.dtype == torch.int64
+            assert b.inputs.is_contiguous() and b.targets.is_contiguous()
+            assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+            assert torch.equal(a.resets, b.resets) and torch.equal(a.loss_mask, b.loss_mask)
+            assert (a.start, b.resets.device.type) == (b.start, "cpu")
+    assert max(int(w.inputs.max()) for w in device.windows()) > 255  # ids beyond a byte
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_windows_on_a_gpu_equal_those_cut_on_the_host():
+    host = StreamBatcher(stream_of(300, 411, 2), batch_size=5, bptt=9)
+    device = StreamBatcher(stream_of(300, 411, 2), batch_size=5, bptt=9)
+    assert device.keep_on(torch.device("cuda"))
+    for a, b in zip(host.windows(1, 5), device.windows(1, 5), strict=True):
+        assert b.inputs.device.type == "cuda" and torch.equal(a.inputs, b.inputs.cpu())
+        assert torch.equal(a.targets, b.targets.cpu())
