@@ -9,7 +9,9 @@ writes JSON (benchmarks/results/gpu.json, or --json).
 3. a real `bookgen train BOOK --minutes 3 --device cuda` (a subprocess, as a user runs it, from
    an empty cache as a first run is): its tokens/s against the bench's at the shape and precision
    it chose (issue 25's target: at least 70%);
-4. whether any of it printed cuDNN's "not part of single contiguous chunk of memory" warning.
+4. whether any of it printed cuDNN's "not part of single contiguous chunk of memory" warning;
+5. the training step captured in a CUDA graph against the eager step (benchmarks/graph_step.py):
+   whether capturing it is worth building into the trainer.
 
 Each part that fails is recorded with its error and the others still run. Without CUDA it says
 so and exits 0; `--tiny --device cpu` runs the same plumbing on tiny shapes on the CPU (no
@@ -248,6 +250,12 @@ def real_run(book: Path, minutes: float, device: str, folder: Path) -> dict:
 # --- all of it -------------------------------------------------------------------------------
 
 
+def graph_step(shape: tuple[int, int, int, int]) -> dict:
+    from benchmarks.graph_step import captured_step_speed
+
+    return captured_step_speed(torch.device("cuda"), *shape)
+
+
 def measure(args: argparse.Namespace, device: torch.device) -> dict:
     report: dict = {
         "benchmark": "issue 25: bench at the issue's shapes, cuDNN's precision under bf16 "
@@ -269,6 +277,10 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict:
         report["cudnn_lstm_under_bf16_autocast"] = attempt(
             "cuDNN's LSTM under bf16 autocast", lambda: cudnn_precision(device)
         )
+        report["captured_step"] = [
+            attempt(f"the step in a CUDA graph, {shape}", lambda shape=shape: graph_step(shape))
+            for shape in ((2, 512, 64, 128), (3, 1024, 128, 256))
+        ] if device.type == "cuda" else [{"skipped": "a CUDA graph needs CUDA"}]  # fmt: skip
     torch.set_warn_always(False)
     report["chunk_warning_in_bench"] = any(CHUNK_WARNING in str(w.message) for w in caught)
     if args.no_train:
@@ -310,6 +322,8 @@ def summary(report: dict) -> list[str]:
         f"cuDNN LSTM under bf16 autocast: op dtypes {cudnn.get('cudnn_rnn_runs_in')}, "
         f"kernels {cudnn.get('lstm_kernel_precisions')} {cudnn.get('error', '')}".rstrip()
     )
+    for captured in report.get("captured_step", []):
+        lines.append(f"step in a CUDA graph: {captured}")
     run = report["real_run"]
     if "share_of_bench" in run:
         lines.append(
