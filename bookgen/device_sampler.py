@@ -272,10 +272,17 @@ class BlockRunner:
         return self.tokens[:count].tolist()
 
     def _capture(self) -> None:
+        """Capture the units; keep the graph only if its block is the ops' to the bit."""
         try:
-            self.graph = capture_graph(self.units, self.device)
+            graph = capture_graph(self.units, self.device)
+            # The warm-up left this block as the ops compute it: the graph must agree.
+            ops = self.tokens.clone(), self.logits.clone()
+            graph.replay()
+            if not (torch.equal(self.tokens, ops[0]) and torch.equal(self.logits, ops[1])):
+                raise RuntimeError("the graph's block differs from the ops'")
+            self.graph = graph
         except Exception as error:  # noqa: BLE001 - whatever failed, the ops still run
-            self.graph, self.capturable = None, False
+            self.capturable = False
             self.capture_error = f"{type(error).__name__}: {error}"
 
     def redraw(self, k: int, banned: torch.Tensor | None, generator: torch.Generator) -> int | None:

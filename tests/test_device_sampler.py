@@ -261,6 +261,7 @@ def test_once_captured_each_block_is_one_replay(monkeypatch):
     graphs = []
 
     def capture(units, device):
+        units()  # the warm-up, op by op
         graphs.append(FakeGraph(units))
         return graphs[-1]
 
@@ -269,10 +270,33 @@ def test_once_captured_each_block_is_one_replay(monkeypatch):
     eager = write(on_device(TextGenerator(model, CharTokenizer(CHARS))), length=100)
     writer = on_device(TextGenerator(model, CharTokenizer(CHARS)), capture=True)
     assert write(writer, length=100) == eager
-    # 3 blocks op by op (24 tokens >= 20), then a capture, then the other 10 blocks replayed.
-    assert len(graphs) == 1 and graphs[0].replays == 10
+    # 3 blocks op by op (24 tokens >= 20), then a capture checked by a replay against the ops,
+    # then the other 10 blocks replayed.
+    assert len(graphs) == 1 and graphs[0].replays == 1 + 10
     assert write(writer, length=100, random_seed=4) != eager  # the same graph, other noise
-    assert len(graphs) == 1 and graphs[0].replays == 23
+    assert len(graphs) == 1 and graphs[0].replays == 1 + 10 + 13
+
+
+def test_a_graph_that_writes_other_numbers_than_the_ops_is_dropped(monkeypatch):
+    monkeypatch.setattr(device_sampler, "BLOCK", 8)
+    monkeypatch.setattr(device_sampler, "CAPTURE_AFTER", 20)
+
+    class Wrong(FakeGraph):
+        def replay(self) -> None:
+            super().replay()
+            self.units.__self__.logits[3] += 1e-6  # a pointer captured stale, say
+
+    def capture(units, device):
+        units()
+        return Wrong(units)
+
+    monkeypatch.setattr(device_sampler, "capture_graph", capture)
+    model = model_of()
+    eager = write(on_device(TextGenerator(model, CharTokenizer(CHARS))), length=100)
+    writer = on_device(TextGenerator(model, CharTokenizer(CHARS)), capture=True)
+    assert write(writer, length=100) == eager
+    runner = writer.device_runner(SamplingSettings())
+    assert runner.graph is None and "differs" in runner.capture_error
 
 
 def test_a_capture_that_fails_leaves_the_ops_and_says_nothing(monkeypatch, recwarn):
