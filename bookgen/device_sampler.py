@@ -328,9 +328,9 @@ def write(
     """
     noise, redraws = generators
     runner.busy = True
-    runner.load(primed.state, primed.logits)
     moved = False  # whether `primed` holds views of the runner's slots
     try:
+        runner.load(primed.state, primed.logits)
         left = settings.length
         while left > 0:
             count = min(runner.block, left)
