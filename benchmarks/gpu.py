@@ -10,7 +10,11 @@ writes JSON (benchmarks/results/gpu.json, or --json).
    an empty cache as a first run is): its tokens/s against the bench's at the shape and precision
    it chose (issue 25's target: at least 70%);
 4. whether any of it printed cuDNN's "not part of single contiguous chunk of memory" warning;
-5. the training step captured in a CUDA graph against the eager step (benchmarks/graph_step.py):
+5. sampling at batch 1 at both shapes (issue 25, target 3: at least 10x the stock loop): the
+   CUDA-graph sampler, the same device path op by op, the fast sampler with its draw on the host
+   (what `bench` measured before), the stock loop; whether the graph was captured and writes the
+   text the ops write; the GPU kernels per token of the device path;
+6. the training step captured in a CUDA graph against the eager step (benchmarks/graph_step.py):
    whether capturing it is worth building into the trainer.
 
 Each part that fails is recorded with its error and the others still run. Without CUDA it says
@@ -45,6 +49,7 @@ BOOKS = [
 ]
 CHUNK_WARNING = "not part of single contiguous chunk"
 TARGET = 0.70  # a real run's tokens/s over the bench's at its shape (issue 25, target 1)
+SAMPLE_TARGET = 10.0  # the graph sampler's tokens/s over the stock loop's (issue 25, target 3)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -247,6 +252,100 @@ def real_run(book: Path, minutes: float, device: str, folder: Path) -> dict:
     }  # fmt: skip
 
 
+# --- 5. sampling at batch 1 -------------------------------------------------------------------
+
+SAMPLERS = {  # name: (the draw on the device, CUDA graphs)
+    "graph": (True, None),
+    "device ops": (True, False),
+    "fast sampler, host draw": (False, False),
+}
+
+
+def sample_writer(model, settings, device: torch.device, on_device: bool, graphs: bool | None):
+    """A writer of `model` the way `bench` builds one, on the path asked for."""
+    from bookgen.context import RunContext
+    from bookgen.sampler import TextGenerator
+    from bookgen.tokenizer import CharTokenizer
+
+    symbols = [chr(0x4E00 + i) for i in range(settings.vocab_size - 1)]
+    writer = TextGenerator(model, CharTokenizer(symbols), RunContext(device))
+    writer.draw_on_device, writer.capture_graphs = on_device, graphs
+    return writer
+
+
+def sample_text(writer, tokens: int, random_seed: int) -> str:
+    seed = writer.tokenizer.decode([1, 2, 3, 4])
+    return "".join(writer.generate(seed, tokens, temperature=0.8, random_seed=random_seed))
+
+
+def sample_work(writer, tokens: int) -> Callable[[], int]:
+    """One call of `tokens` tokens, each call from another random seed (as `bench` writes)."""
+    calls = [0]
+
+    def work() -> int:
+        calls[0] += 1
+        sample_text(writer, tokens, calls[0])
+        return tokens
+
+    return work
+
+
+def kernels_per_token(writer, device: torch.device) -> float | None:
+    """GPU kernels (and copies) a token of the device path launches: a block run op by op,
+    profiled."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from bookgen.settings import SamplingSettings
+
+    if device.type != "cuda":
+        return None
+    runner = writer.device_runner(SamplingSettings(temperature=0.8))
+    with torch.inference_mode():  # the runner's buffers are inference tensors
+        runner.units()  # warm-up
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            runner.units()
+            torch.cuda.synchronize(device)
+    kernels = sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
+    return round(kernels / runner.block, 1)
+
+
+def sampling(settings, device: torch.device, tokens: int = 200) -> dict:
+    """Tokens/s at batch 1 of each sampler (`tokens` a call, as `bench` writes), best of rounds."""
+    from bookgen.bench import _best, _rate, bookgen_model, stock_sampler
+    from bookgen.settings import SamplingSettings
+
+    model = bookgen_model(settings, device).eval()
+    writers = {name: sample_writer(model, settings, device, *how) for name, how in SAMPLERS.items()}
+    works = {name: sample_work(writer, tokens) for name, writer in writers.items()}
+    works["stock loop"] = stock_sampler(settings, device, tokens)
+    timers = {name: (lambda w=w: _rate(w, settings.seconds, device)) for name, w in works.items()}
+    rates = {name: round(rate, 1) for name, rate in _best(timers, settings.rounds).items()}
+    # The graph has been captured by now (the timing wrote far past CAPTURE_AFTER tokens).
+    graph, ops = writers["graph"], writers["device ops"]
+    same = [sample_text(graph, 600, seed) == sample_text(ops, 600, seed) for seed in (1, 2)]
+    runner = writers["graph"].device_runner(SamplingSettings(temperature=0.8))
+    shape = f"{settings.layers} x {settings.hidden_size} {settings.cell}, V {settings.vocab_size}"
+    return {
+        "shape": shape,
+        "tokens_per_s": rates,
+        "graph_over_stock": round(rates["graph"] / rates["stock loop"], 2),
+        "graph_over_fast_sampler": round(rates["graph"] / rates["fast sampler, host draw"], 2),
+        "target_over_stock": SAMPLE_TARGET,
+        "graph_captured": runner.graph is not None,
+        "capture_error": runner.capture_error,
+        "fused_cells": fused_cells(device),
+        "graph_text_equals_ops_text": all(same),
+        "kernels_per_token_device_path": kernels_per_token(writers["device ops"], device),
+    }
+
+
+def fused_cells(device: torch.device) -> bool:
+    from bookgen.device_sampler import fused_cells_work
+
+    return fused_cells_work(device)
+
+
 # --- all of it -------------------------------------------------------------------------------
 
 
@@ -259,7 +358,7 @@ def graph_step(shape: tuple[int, int, int, int]) -> dict:
 def measure(args: argparse.Namespace, device: torch.device) -> dict:
     report: dict = {
         "benchmark": "issue 25: bench at the issue's shapes, cuDNN's precision under bf16 "
-        "autocast, a real --minutes run against the bench",
+        "autocast, a real --minutes run against the bench, sampling at batch 1",
         "command": "python benchmarks/gpu.py " + " ".join(sys.argv[1:]),
         "date": date.today().isoformat(),
         "machine": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -281,6 +380,11 @@ def measure(args: argparse.Namespace, device: torch.device) -> dict:
             attempt(f"the step in a CUDA graph, {shape}", lambda shape=shape: graph_step(shape))
             for shape in ((2, 512, 64, 128), (3, 1024, 128, 256))
         ] if device.type == "cuda" else [{"skipped": "a CUDA graph needs CUDA"}]  # fmt: skip
+        report["sampling"] = [
+            attempt(f"sampling at batch 1, {s.layers} x {s.hidden_size}",
+                    lambda s=s: sampling(s, device))
+            for s in bench_shapes(args.tiny, device.type)
+        ]  # fmt: skip
     torch.set_warn_always(False)
     report["chunk_warning_in_bench"] = any(CHUNK_WARNING in str(w.message) for w in caught)
     if args.no_train:
@@ -316,6 +420,20 @@ def summary(report: dict) -> list[str]:
             f"{figures['baseline_sample_tokens_per_s']:,.0f}; utilization "
             f"{figures['utilization']} of {figures['peak_gflops']:,.0f} GFLOP/s "
             f"({figures['peak_from']})"
+        )
+    for figures in report["sampling"]:
+        if "error" in figures:
+            lines.append(f"sampling: {figures['error']}")
+            continue
+        rates = figures["tokens_per_s"]
+        lines.append(
+            f"sampling {figures['shape']}: graph {rates['graph']:,.0f} tok/s "
+            f"({figures['graph_over_stock']}x the stock loop's {rates['stock loop']:,.0f}; "
+            f"target {SAMPLE_TARGET:g}x), ops {rates['device ops']:,.0f}, fast sampler "
+            f"{rates['fast sampler, host draw']:,.0f}; captured {figures['graph_captured']}"
+            f"{'' if figures['capture_error'] is None else ' (' + figures['capture_error'] + ')'}, "
+            f"same text {figures['graph_text_equals_ops_text']}, "
+            f"{figures['kernels_per_token_device_path']} kernels/token"
         )
     cudnn = report["cudnn_lstm_under_bf16_autocast"]
     lines.append(

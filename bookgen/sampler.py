@@ -3,7 +3,8 @@
 Priming: the whole seed is run through the model, token by token in one forward pass, so the
 hidden state holds the seed's context; the first new token is drawn from the distribution after
 the seed's *last* token. From then on each drawn token is fed back in. Randomness comes only
-from an explicit `torch.Generator`, so the same random seed gives the same text.
+from an explicit `torch.Generator`, so the same random seed gives the same text on a given
+device. On a GPU the tokens are drawn on the device, a block at a time (device_sampler.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from bookgen.context import RunContext, inference_context, resolve_device
+from bookgen.device_sampler import BlockRunner, device_generators, settings_key, write
 from bookgen.errors import BookgenWarning
 from bookgen.guard import CopyGuard, CopyRun, load_guard
 from bookgen.model import RecurrentLM, State
@@ -156,13 +158,15 @@ class StepKernel:
     def matches(self, model: RecurrentLM) -> bool:
         return self.version == self.weights_version(model)
 
-    def slot(self) -> Slot:
-        """Buffers for one step's results and its scratch work."""
-        return Slot(self)
+    def slot(self, state: State | None = None, logits_row: torch.Tensor | None = None) -> Slot:
+        """Buffers for one step's results and its scratch work (the state and the (1, V) logits
+        may be given: views of a block's slots, device_sampler.py)."""
+        return Slot(self, state, logits_row)
 
-    def step(self, token: int, state: State, out: Slot) -> None:
+    def step(self, token: int | torch.Tensor, state: State, out: Slot) -> None:
         """Read `token` after `state` (fp32, (layers, 1, H) each): the new state and the logits
-        go to `out`, which must not hold `state`."""
+        go to `out`, which must not hold `state`. `token` is an int, or a (1,) long tensor on the
+        device (read there, with no host sync)."""
         below = None  # the layer below's new h (1, H)
         for index in range(self.layers):
             gates = self._gates(index, token, state[0][index], below, out)
@@ -178,7 +182,12 @@ class StepKernel:
             if self.cell == "gru":
                 return self.table[token]  # (G*H,), read only
             return torch.addmm(self.table[token], h, self.hidden_weights[0], out=out.gates)
-        x = below if index > 0 else self.embedding[token : token + 1]
+        if index > 0:
+            x = below
+        elif isinstance(token, int):
+            x = self.embedding[token : token + 1]
+        else:
+            x = self.embedding.index_select(0, token)  # slicing would read the token back
         gates = torch.addmm(self.input_biases[index], x, self.input_weights[index], out=out.gates)
         if self.cell == "lstm":
             gates.addmm_(h, self.hidden_weights[index])
@@ -212,12 +221,21 @@ class StepKernel:
 class Slot:
     """What one step writes: the state after the token, the logits, and scratch buffers."""
 
-    def __init__(self, kernel: StepKernel) -> None:
+    def __init__(
+        self,
+        kernel: StepKernel,
+        state: State | None = None,
+        logits_row: torch.Tensor | None = None,
+    ) -> None:
         device = kernel.output_weight.device
         shape = (kernel.layers, 1, kernel.hidden_size)
         count = 2 if kernel.cell == "lstm" else 1
-        self.state: State = tuple(torch.empty(shape, device=device) for _ in range(count))
-        self.logits_row = torch.empty(1, kernel.vocab_size, device=device)
+        if state is None:
+            state = tuple(torch.empty(shape, device=device) for _ in range(count))
+        if logits_row is None:
+            logits_row = torch.empty(1, kernel.vocab_size, device=device)
+        self.state: State = state
+        self.logits_row = logits_row
         self.logits = self.logits_row[0]  # (V,), the same memory
         gates = (4 if kernel.cell == "lstm" else 3) * kernel.hidden_size
         self.gates = torch.empty(1, gates, device=device)
@@ -243,6 +261,12 @@ class TextGenerator:
         self.checkpoint = checkpoint
         self._kernel: StepKernel | None = None
         self._guards: dict[int, CopyGuard | None] = {}  # max_copy -> its guard
+        # On a GPU the draw runs on the device, the tokens are read back a block at a time and
+        # the block is replayed as a CUDA graph (device_sampler.py). On the CPU the loop in
+        # `stream` is the faster: there the host computes the logits anyway.
+        self.draw_on_device = self.context.device.type == "cuda"
+        self.capture_graphs: bool | None = None  # None: on CUDA; False: op by op (benchmarks)
+        self._runner: BlockRunner | None = None
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Checkpoint, context: RunContext) -> TextGenerator:
@@ -307,12 +331,18 @@ class TextGenerator:
         read by a `StepKernel`, into two sets of buffers in turn: a step reads one and writes the
         other, and `primed` moves to the new one only once the step is complete. With
         `settings.max_copy`, each drawn token is first put to the copy guard (see guard.py).
+        With `draw_on_device` (on a GPU), device_sampler.py writes, to the same contract.
         """
         if primed.decoder is None:
             primed.decoder = self.tokenizer.stream_decoder()
         guard = self.copy_guard(settings.max_copy)
         # What is written unguarded is not counted: a later guarded stream starts afresh.
         run = primed.copy_run = guard.resume(primed.copy_run) if guard is not None else None
+        if self.draw_on_device:
+            runner = self.device_runner(settings)
+            generators = device_generators(generator, runner.device)
+            yield from write(runner, primed, settings, generators, guard, run)
+            return
         kernel = self.step_kernel()
         slots = (kernel.slot(), kernel.slot())
         state = tuple(s.float() for s in primed.state)  # a bf16 forward may have left bf16
@@ -358,6 +388,19 @@ class TextGenerator:
             self._kernel = StepKernel(self.model)
         return self._kernel
 
+    def device_runner(self, settings: SamplingSettings) -> BlockRunner:
+        """The block runner for the model's weights and these settings: the one kept from the
+        last stream, with its graph, or a new one (not kept while the kept one is in use)."""
+        kernel = self.step_kernel()
+        kept = self._runner
+        if kept is not None and not kept.busy:
+            if kept.kernel is kernel and kept.key == settings_key(settings):
+                return kept
+        runner = BlockRunner(kernel, settings, capturable=self.capture_graphs)
+        if kept is None or not kept.busy:
+            self._runner = runner
+        return runner
+
     def generate(
         self,
         seed: str = "",
@@ -381,7 +424,8 @@ class TextGenerator:
 
 
 def make_generator(random_seed: int | None) -> torch.Generator:
-    """A CPU generator: the same seed gives the same draws on any device."""
+    """A CPU generator: the same seed gives the same text on a given device. (The CPU draws from
+    it; a GPU from generators of its own that it seeds, device_sampler.py.)"""
     if random_seed is None:
         random_seed = random.SystemRandom().randrange(2**63)
     return torch.Generator().manual_seed(random_seed)

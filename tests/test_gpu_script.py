@@ -54,3 +54,28 @@ def test_arguments_and_their_defaults(gpu, tmp_path):
 )
 def test_a_kernels_name_tells_its_precision(gpu, name, precision):
     assert gpu.kernel_precision(name) == precision
+
+
+def test_the_sampling_figures_are_summed_up_in_one_line_each(gpu):
+    figures = {
+        "shape": "2 x 512 lstm, V 65",
+        "tokens_per_s": {"graph": 40000.0, "device ops": 9000.0,
+                         "fast sampler, host draw": 3453.0, "stock loop": 2170.0},
+        "graph_over_stock": 18.43, "graph_captured": True, "capture_error": None,
+        "graph_text_equals_ops_text": True, "kernels_per_token_device_path": 16.0,
+    }  # fmt: skip
+    failed = {**figures, "graph_captured": False, "capture_error": "RuntimeError: no"}
+    report = {
+        "machine": "NVIDIA H200", "torch": "2.13", "bench": [],
+        "sampling": [figures, failed, {"error": "RuntimeError: out of memory"}],
+        "cudnn_lstm_under_bf16_autocast": {}, "real_run": {"skipped": "--no-train"},
+        "chunk_warning_in_bench": False,
+    }  # fmt: skip
+    lines = [line for line in gpu.summary(report) if line.startswith("sampling")]
+    assert lines[0] == (
+        "sampling 2 x 512 lstm, V 65: graph 40,000 tok/s (18.43x the stock loop's 2,170; "
+        "target 10x), ops 9,000, fast sampler 3,453; captured True, same text True, "
+        "16.0 kernels/token"
+    )
+    assert "captured False (RuntimeError: no)" in lines[1]
+    assert lines[2] == "sampling: RuntimeError: out of memory"
