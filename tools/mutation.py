@@ -75,7 +75,11 @@ CORE = {
     "scoring": ["bookgen.scoring.*"],
     "trainer (step and loop)": [f"bookgen.{part}__mutmut_*" for part in TRAINER_PARTS],
     "checkpoint": ["bookgen.checkpoint.*"],
-    "sampler": ["bookgen.sampler.*", "bookgen.settings.xǁSamplingSettingsǁ*"],
+    "sampler": [
+        "bookgen.sampler.*",
+        "bookgen.device_sampler.*",
+        "bookgen.settings.xǁSamplingSettingsǁ*",
+    ],
     "guard": ["bookgen.guard.*"],
 }
 
