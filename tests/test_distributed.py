@@ -22,7 +22,7 @@ import torch
 import bookgen
 from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_metrics, read_tensors
 from bookgen.distributed import LostContact, World
-from tests.conftest import TINY_MODEL
+from tests.conftest import TINY_BOOK, TINY_MODEL
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -133,14 +133,31 @@ def test_a_run_resumes_on_another_number_of_processes(tiny_book: Path, tmp_path:
     assert_same_run(chain, single)
 
 
-def test_a_training_step_makes_one_collective(tiny_book: Path, tmp_path: Path):
-    """The step's values, the stop decision and the budget travel in one all-reduce, not one
-    each (DistributedDataParallel's own all-reduce of the gradients aside)."""
+@pytest.fixture(scope="module")
+def counted_and_slowed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """One run on 2 processes (tests/collectives.py) that counts the collectives of each step, with
+    rank 0's solo work (tokenizing into the cache, measuring the precision, building the copy
+    guard's index) each made slower (5 s) than the steps' timeout (2 s). Two tests read it: one
+    launch of torchrun, not two (each starts three interpreters that import torch). Gives the
+    launch and the run's folder."""
+    folder = tmp_path_factory.mktemp("counted")
+    book = folder / "tiny.txt"
+    book.write_text(TINY_BOOK, encoding="utf-8")
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "tests.collectives", str(tiny_book), str(tmp_path / "m"),
+        "-m", "tests.collectives", str(book), str(folder / "m"), "5",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    env = dict(os.environ, BOOKGEN_DIST_TIMEOUT="2")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    return done, folder / "m"
+
+
+def test_a_training_step_makes_one_collective(counted_and_slowed):
+    """The step's values, the stop decision and the budget travel in one all-reduce, not one
+    each (DistributedDataParallel's own all-reduce of the gradients aside)."""
+    done, _ = counted_and_slowed
     assert done.returncode == 0, done.stderr
     (line,) = [s for s in done.stdout.splitlines() if s.startswith("collectives per step: ")]
     assert json.loads(line.partition(": ")[2]) == [1] * 11, line
@@ -241,20 +258,15 @@ def test_a_resume_where_a_process_reads_another_save_is_refused(tiny_book: Path,
     assert (here / MANIFEST).read_bytes() == saved  # nothing written
 
 
-def test_the_others_wait_for_work_only_rank_0_does(tiny_book: Path, tmp_path: Path):
+def test_the_others_wait_for_work_only_rank_0_does(counted_and_slowed):
     """Rank 0 alone tokenizes into the cache, measures the precision and builds the copy guard's
     index, each here made slower (5 s) than the steps' timeout (2 s): the others wait for it on
     the patient group, and the run completes."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "tests.slow_first", str(tiny_book), str(tmp_path / "m"), "5",
-    ]  # fmt: skip
-    env = dict(os.environ, BOOKGEN_DIST_TIMEOUT="2")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    done, out = counted_and_slowed
     assert done.returncode == 0, done.stderr
     slow = sorted(s for s in done.stdout.splitlines() if s.startswith("slow: "))
     assert slow == ["slow: ensure_index", "slow: prepare_data", "slow: run_precision"], slow
-    assert read_metrics(tmp_path / "m")[-1]["step"] == 3
+    assert read_metrics(out)[-1]["step"] == 12
 
 
 class LostWork:
