@@ -22,6 +22,7 @@ import torch
 import bookgen
 from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_metrics, read_tensors
 from bookgen.distributed import LostContact, World
+from tests import forked
 from tests.conftest import TINY_BOOK, TINY_MODEL
 
 pytestmark = pytest.mark.skipif(
@@ -175,13 +176,14 @@ def test_a_training_step_makes_one_collective(counted_and_slowed):
 def test_a_resume_on_processes_that_do_not_divide_the_rows_is_refused_once(
     tiny_book: Path, tmp_path: Path
 ):
-    """A resumed run keeps the saved run's rows (8); 3 processes cannot share them equally."""
+    """A resumed run keeps the saved run's rows (5); 2 processes cannot share them equally.
+    (2 processes, not 3: each starts an interpreter that imports torch.)"""
     out = tmp_path / "m"
-    bookgen.train(tiny_book, out, steps=2, **dict(RUN, batch_size=8))
+    bookgen.train(tiny_book, out, steps=2, **dict(RUN, batch_size=5))
     saved = (out / MANIFEST).read_bytes()
-    done = torchrun(3, str(tiny_book), "--out", str(out), "--resume", "--steps", "5", "-q")
+    done = torchrun(2, str(tiny_book), "--out", str(out), "--resume", "--steps", "5", "-q")
     assert done.returncode != 0
-    message = "--resume: the saved run trains 8 streams, which do not divide among 3 training"
+    message = "--resume: the saved run trains 5 streams, which do not divide among 2 training"
     assert done.stderr.count(message) == 1, done.stderr  # rank 0 says it; the others are quiet
     # Each process exits 2 with its one line; the only traceback is torchrun's own report after.
     ours = done.stderr.split("failed (exitcode: 2)")[0]
@@ -190,9 +192,10 @@ def test_a_resume_on_processes_that_do_not_divide_the_rows_is_refused_once(
     assert (out / MANIFEST).read_bytes() == saved  # nothing written
 
 
-def by_hand(commands: list[list[str]]) -> list[subprocess.Popen]:
-    """One process per command, started as machines would start them: no launcher tears the
-    others down when one stops. Each joins as the rank of its place in `commands`."""
+def by_hand(commands: list[list[str]], logs: Path) -> list[forked.Forked]:
+    """One process per command (`python` and its arguments, forked from a server that has
+    imported torch: tests/forked.py), started as machines would start them: no launcher tears
+    the others down when one stops. Each joins as the rank of its place in `commands`."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
@@ -200,7 +203,7 @@ def by_hand(commands: list[list[str]]) -> list[subprocess.Popen]:
     for rank, command in enumerate(commands):
         env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank))
         env.update(WORLD_SIZE=str(len(commands)), LOCAL_RANK=str(rank), BOOKGEN_DIST_TIMEOUT="20")
-        ranks.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+        ranks.append(forked.python(command, logs, env=env))
     return ranks
 
 
@@ -208,14 +211,15 @@ def test_a_process_that_dies_stops_the_others_with_a_message(tiny_book: Path, tm
     # Rank 1 is killed mid-run, and rank 0 must say so and exit 2 (by hand: torchrun would tear
     # the survivor down for us).
     out = tmp_path / "m"
-    command = [sys.executable, "-m", "bookgen", "train", str(tiny_book), "--out", str(out)]
-    ranks = by_hand([command + ["--steps", "100000", *FLAGS]] * 2)
+    command = ["-m", "bookgen", "train", str(tiny_book), "--out", str(out)]
+    ranks = by_hand([command + ["--steps", "100000", *FLAGS]] * 2, tmp_path)
     try:
         deadline = time.monotonic() + 120
         # Both are training once a checkpoint is complete (its manifest is written last).
         # Not metrics.jsonl: it is written before the save, and a kill then leaves no checkpoint.
         while not (out / MANIFEST).exists():
-            assert time.monotonic() < deadline and ranks[0].poll() is None, ranks[0].stderr
+            alive = time.monotonic() < deadline and ranks[0].poll() is None
+            assert alive, ranks[0].output()[1]
             time.sleep(0.2)
         ranks[1].kill()
         _, stderr = ranks[0].communicate(timeout=90)
@@ -243,8 +247,9 @@ def test_a_resume_where_a_process_reads_another_save_is_refused(tiny_book: Path,
     shutil.copytree(here, there)
     bookgen.train(tiny_book, there, resume=True, steps=8)  # the other machine's copy moved on
     saved = (here / MANIFEST).read_bytes()
-    resume = [sys.executable, "-m", "bookgen", "train", str(tiny_book), "--resume", "--steps", "12"]
-    ranks = by_hand([resume + ["--out", str(here), "-q"], resume + ["--out", str(there), "-q"]])
+    resume = ["-m", "bookgen", "train", str(tiny_book), "--resume", "--steps", "12"]
+    commands = [resume + ["--out", str(here), "-q"], resume + ["--out", str(there), "-q"]]
+    ranks = by_hand(commands, tmp_path)
     try:
         errors = [process.communicate(timeout=120)[1] for process in ranks]
     finally:
