@@ -23,7 +23,7 @@ import bookgen
 from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_metrics, read_tensors
 from bookgen.distributed import LostContact, World
 from tests import forked
-from tests.conftest import TINY_BOOK, TINY_MODEL
+from tests.conftest import TINY_MODEL
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -134,32 +134,26 @@ def test_a_run_resumes_on_another_number_of_processes(tiny_book: Path, tmp_path:
     assert_same_run(chain, single)
 
 
-@pytest.fixture(scope="module")
-def counted_and_slowed(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[subprocess.CompletedProcess, Path]:
-    """One run on 2 processes (tests/collectives.py) that counts the collectives of each step, with
-    rank 0's solo work (tokenizing into the cache, measuring the precision, building the copy
-    guard's index) each made slower (5 s) than the steps' timeout (2 s). Two tests read it: one
-    launch of torchrun, not two (each starts three interpreters that import torch). Gives the
-    launch and the run's folder."""
-    folder = tmp_path_factory.mktemp("counted")
-    book = folder / "tiny.txt"
-    book.write_text(TINY_BOOK, encoding="utf-8")
+def test_a_step_makes_one_collective_and_the_others_wait_for_rank_0s_solo_work(
+    tiny_book: Path, tmp_path: Path
+):
+    """One run on 2 processes (tests/collectives.py) checks two things; one launch of torchrun,
+    not two, since each starts three interpreters that import torch (and two tests reading one
+    module fixture may run on both xdist workers, each launching it).
+
+    1. The step's values, the stop decision and the budget travel in one all-reduce, not one
+    each (DistributedDataParallel's own all-reduce of the gradients aside).
+    2. Rank 0 alone tokenizes into the cache, measures the precision and builds the copy guard's
+    index, each here made slower (5 s) than the steps' timeout (2 s): the others wait for it on
+    the patient group, and the run completes."""
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "tests.collectives", str(book), str(folder / "m"), "5",
+        "-m", "tests.collectives", str(tiny_book), str(tmp_path / "m"), "5",
     ]  # fmt: skip
     env = dict(os.environ, BOOKGEN_DIST_TIMEOUT="2")
     done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
-    return done, folder / "m"
-
-
-def test_a_training_step_makes_one_collective(counted_and_slowed):
-    """The step's values, the stop decision and the budget travel in one all-reduce, not one
-    each (DistributedDataParallel's own all-reduce of the gradients aside)."""
-    done, _ = counted_and_slowed
     assert done.returncode == 0, done.stderr
+    # 1.
     (line,) = [s for s in done.stdout.splitlines() if s.startswith("collectives per step: ")]
     assert json.loads(line.partition(": ")[2]) == [1] * 11, line
     # Each is started asynchronously and waited on inside the guard (on NCCL too, so a lost
@@ -171,6 +165,10 @@ def test_a_training_step_makes_one_collective(counted_and_slowed):
     # group held alive by torch.distributed.nn.functional's defaults once aborted at exit).
     lines = [s for s in done.stdout.splitlines() if s.startswith("threads left: ")]
     assert len(lines) == 2 and all(json.loads(s.partition(": ")[2]) == [] for s in lines), lines
+    # 2.
+    slow = sorted(s for s in done.stdout.splitlines() if s.startswith("slow: "))
+    assert slow == ["slow: ensure_index", "slow: prepare_data", "slow: run_precision"], slow
+    assert read_metrics(tmp_path / "m")[-1]["step"] == 12
 
 
 def test_a_resume_on_processes_that_do_not_divide_the_rows_is_refused_once(
@@ -261,17 +259,6 @@ def test_a_resume_where_a_process_reads_another_save_is_refused(tiny_book: Path,
     assert message in errors[0] and "one folder they all share" in errors[0], errors[0]
     assert "Traceback" not in errors[0] + errors[1]
     assert (here / MANIFEST).read_bytes() == saved  # nothing written
-
-
-def test_the_others_wait_for_work_only_rank_0_does(counted_and_slowed):
-    """Rank 0 alone tokenizes into the cache, measures the precision and builds the copy guard's
-    index, each here made slower (5 s) than the steps' timeout (2 s): the others wait for it on
-    the patient group, and the run completes."""
-    done, out = counted_and_slowed
-    assert done.returncode == 0, done.stderr
-    slow = sorted(s for s in done.stdout.splitlines() if s.startswith("slow: "))
-    assert slow == ["slow: ensure_index", "slow: prepare_data", "slow: run_precision"], slow
-    assert read_metrics(out)[-1]["step"] == 12
 
 
 class LostWork:
