@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -50,12 +49,15 @@ COMPARED = ("step", "tokens", "epoch", "lr", "train_loss", "val_loss")
 TOLERANCE = 8 * torch.finfo(torch.float32).eps  # ~1e-6, relative to a tensor's largest entry
 
 
-def torchrun(processes: int, *args: str) -> subprocess.CompletedProcess:
+def torchrun(processes: int, logs: Path, *args: str) -> subprocess.CompletedProcess:
+    """`torchrun --standalone` of `bookgen train ARGS` on `processes` processes, to its end. The
+    launcher is forked from tests/forked.py's server (it imports torch too); the processes it
+    starts are new interpreters, as torchrun starts them."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={processes}", "-m", "bookgen", "train", *args,
+        "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "bookgen", "train", *args,
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=240)
+    return forked.run(command, logs, timeout=240)
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -105,7 +107,7 @@ def test_two_processes_train_the_model_one_process_trains(tiny_book: Path, tmp_p
     one, two = tmp_path / "one", tmp_path / "two"
     bookgen.train(tiny_book, one, steps=30, **RUN)
     flags = [f for f in FLAGS if f != "--quiet"]  # the start line says how the rows are shared
-    done = torchrun(2, str(tiny_book), "--out", str(two), "--steps", "30", *flags)
+    done = torchrun(2, tmp_path, str(tiny_book), "--out", str(two), "--steps", "30", *flags)
     assert done.returncode == 0, done.stderr
     assert "4 streams (2 per process x 2 processes)" in done.stderr, done.stderr
     assert read_metrics(two)[-1]["step"] == 30
@@ -125,7 +127,8 @@ def test_a_run_resumes_on_another_number_of_processes(tiny_book: Path, tmp_path:
     bookgen.train(tiny_book, single, steps=8, **dict(RUN, batch_size=8))
     shutil.copytree(single, chain)  # the run as 1 process saved it
     bookgen.train(tiny_book, single, resume=True, steps=16)
-    done = torchrun(4, str(tiny_book), "--out", str(chain), "--resume", "--steps", "16", "-q")
+    resume = ["--resume", "--steps", "16", "-q"]
+    done = torchrun(4, tmp_path, str(tiny_book), "--out", str(chain), *resume)
     assert done.returncode == 0, done.stderr
     assert_same_checkpoint(chain, single, "steps 8-16 on 4 processes")
     bookgen.train(tiny_book, single, resume=True, steps=24)
@@ -147,11 +150,11 @@ def test_a_step_makes_one_collective_and_the_others_wait_for_rank_0s_solo_work(
     index, each here made slower (5 s) than the steps' timeout (2 s): the others wait for it on
     the patient group, and the run completes."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
         "-m", "tests.collectives", str(tiny_book), str(tmp_path / "m"), "5",
     ]  # fmt: skip
     env = dict(os.environ, BOOKGEN_DIST_TIMEOUT="2")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    done = forked.run(command, tmp_path, timeout=240, env=env)  # the launcher forked, as above
     assert done.returncode == 0, done.stderr
     # 1.
     (line,) = [s for s in done.stdout.splitlines() if s.startswith("collectives per step: ")]
@@ -179,7 +182,8 @@ def test_a_resume_on_processes_that_do_not_divide_the_rows_is_refused_once(
     out = tmp_path / "m"
     bookgen.train(tiny_book, out, steps=2, **dict(RUN, batch_size=5))
     saved = (out / MANIFEST).read_bytes()
-    done = torchrun(2, str(tiny_book), "--out", str(out), "--resume", "--steps", "5", "-q")
+    resume = ["--resume", "--steps", "5", "-q"]
+    done = torchrun(2, tmp_path, str(tiny_book), "--out", str(out), *resume)
     assert done.returncode != 0
     message = "--resume: the saved run trains 5 streams, which do not divide among 2 training"
     assert done.stderr.count(message) == 1, done.stderr  # rank 0 says it; the others are quiet
