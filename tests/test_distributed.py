@@ -102,6 +102,7 @@ def assert_same_checkpoint(a: Path, b: Path, where: str) -> None:
         )
 
 
+@pytest.mark.long
 def test_two_processes_train_the_model_one_process_trains(tiny_book: Path, tmp_path: Path):
     """2 processes at --batch-size 2 (per process) train what 1 process trains at 4."""
     one, two = tmp_path / "one", tmp_path / "two"
@@ -117,6 +118,7 @@ def test_two_processes_train_the_model_one_process_trains(tiny_book: Path, tmp_p
     assert_same_checkpoint(two, one, "2 processes")
 
 
+@pytest.mark.long
 def test_a_run_resumes_on_another_number_of_processes(tiny_book: Path, tmp_path: Path):
     """Saved by 1 process, resumed by 4, then by 1 again: after each leg the run is the one a
     single process saves and resumes at the same steps. 8 rows, so each of the 4 processes cuts
@@ -137,6 +139,7 @@ def test_a_run_resumes_on_another_number_of_processes(tiny_book: Path, tmp_path:
     assert_same_run(chain, single)
 
 
+@pytest.mark.long
 def test_a_step_makes_one_collective_and_the_others_wait_for_rank_0s_solo_work(
     tiny_book: Path, tmp_path: Path
 ):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 import bookgen
 from bookgen.corpus import read_document
 from tests.conftest import shared_corpus
@@ -14,6 +16,7 @@ from tests.conftest import shared_corpus
 SHORT_RUN = dict(hidden_size=256, batch_size=16, learning_rate=1e-2, dropout=0.1)
 
 
+@pytest.mark.long
 def test_tiny_shakespeare_learns_fast_with_the_short_run_settings(tmp_path: Path):
     book = shared_corpus("tinyshakespeare.txt")
     run = dict(SHORT_RUN, steps=300, eval_every=300, device="cpu")
