@@ -1,19 +1,29 @@
-"""Started by test_distributed under torchrun (`python -m tests.collectives BOOK OUT`): trains a
-short run on two processes, counting every collective bookgen calls through torch.distributed,
-and prints on rank 0 how many each training step made (DistributedDataParallel's own gradient
-all-reduce runs inside backward, in C++, and is not among them), and which were not started
-asynchronously (`async_op=True`, then waited on inside `World.collective`)."""
+"""Started by test_distributed under torchrun (`python -m tests.collectives BOOK OUT SECONDS`): a
+short run on two processes that two tests read (one launch, not two: each costs every process an
+import of torch).
+
+It counts every collective bookgen calls through torch.distributed, and prints on rank 0 how
+many each training step made (DistributedDataParallel's own gradient all-reduce runs inside
+backward, in C++, and is not among them), and which were not started asynchronously
+(`async_op=True`, then waited on inside `World.collective`).
+
+And rank 0 is made slow, by SECONDS each, where it alone works while the others wait: tokenizing
+into the cache, measuring the precision, building the copy guard's index. It prints
+"slow: NAME" for each slowed call made."""
 
 from __future__ import annotations
 
 import glob
 import itertools
 import json
+import os
 import sys
+import time
 
 import torch.distributed as dist
 
 import bookgen
+from bookgen import guard, run
 from bookgen.events import Stepped
 
 COLLECTIVES = ("all_reduce", "all_gather", "broadcast", "barrier")
@@ -34,9 +44,24 @@ def counted(name: str):
     return call
 
 
-def main(book: str, out: str) -> None:
+def slowly(module, name: str, seconds: float) -> None:
+    real = getattr(module, name)
+
+    def call(*args, **kwargs):
+        time.sleep(seconds)
+        print(f"slow: {name}", flush=True)
+        return real(*args, **kwargs)
+
+    setattr(module, name, call)
+
+
+def main(book: str, out: str, seconds: str) -> None:
     for name in COLLECTIVES + OBJECTS:
         setattr(dist, name, counted(name))
+    if os.environ.get("RANK") == "0":
+        slowly(run, "prepare_data", float(seconds))
+        slowly(run, "run_precision", float(seconds))
+        slowly(guard, "ensure_index", float(seconds))
     at_step = []  # the calls made by the time each Stepped event came (rank 0 reports)
     record = lambda event: isinstance(event, Stepped) and at_step.append(len(calls))  # noqa: E731
     bookgen.train(
@@ -53,4 +78,4 @@ def main(book: str, out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:4])

@@ -17,6 +17,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long` (20 s to a minute here) run first, in pytest-randomly's order among
+    themselves, the rest after them in its order. pytest-xdist hands each worker a first chunk
+    of consecutive tests, then more as it finishes them: a long test drawn last could run alone
+    at the end while the other worker waits; drawn first, the other worker fills the time."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable
+
+
 SHARED_CORPORA = Path(__file__).resolve().parents[1].parent / "shared" / "corpora"
 
 TINY_BOOK = (

@@ -12,7 +12,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 import bookgen
 from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_metrics, read_tensors
 from bookgen.distributed import LostContact, World
+from tests import forked
 from tests.conftest import TINY_MODEL
 
 pytestmark = pytest.mark.skipif(
@@ -49,12 +49,15 @@ COMPARED = ("step", "tokens", "epoch", "lr", "train_loss", "val_loss")
 TOLERANCE = 8 * torch.finfo(torch.float32).eps  # ~1e-6, relative to a tensor's largest entry
 
 
-def torchrun(processes: int, *args: str) -> subprocess.CompletedProcess:
+def torchrun(processes: int, logs: Path, *args: str) -> subprocess.CompletedProcess:
+    """`torchrun --standalone` of `bookgen train ARGS` on `processes` processes, to its end. The
+    launcher is forked from tests/forked.py's server (it imports torch too); the processes it
+    starts are new interpreters, as torchrun starts them."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={processes}", "-m", "bookgen", "train", *args,
+        "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "bookgen", "train", *args,
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=240)
+    return forked.run(command, logs, timeout=240)
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -99,12 +102,13 @@ def assert_same_checkpoint(a: Path, b: Path, where: str) -> None:
         )
 
 
+@pytest.mark.long
 def test_two_processes_train_the_model_one_process_trains(tiny_book: Path, tmp_path: Path):
     """2 processes at --batch-size 2 (per process) train what 1 process trains at 4."""
     one, two = tmp_path / "one", tmp_path / "two"
     bookgen.train(tiny_book, one, steps=30, **RUN)
     flags = [f for f in FLAGS if f != "--quiet"]  # the start line says how the rows are shared
-    done = torchrun(2, str(tiny_book), "--out", str(two), "--steps", "30", *flags)
+    done = torchrun(2, tmp_path, str(tiny_book), "--out", str(two), "--steps", "30", *flags)
     assert done.returncode == 0, done.stderr
     assert "4 streams (2 per process x 2 processes)" in done.stderr, done.stderr
     assert read_metrics(two)[-1]["step"] == 30
@@ -114,6 +118,7 @@ def test_two_processes_train_the_model_one_process_trains(tiny_book: Path, tmp_p
     assert_same_checkpoint(two, one, "2 processes")
 
 
+@pytest.mark.long
 def test_a_run_resumes_on_another_number_of_processes(tiny_book: Path, tmp_path: Path):
     """Saved by 1 process, resumed by 4, then by 1 again: after each leg the run is the one a
     single process saves and resumes at the same steps. 8 rows, so each of the 4 processes cuts
@@ -124,7 +129,8 @@ def test_a_run_resumes_on_another_number_of_processes(tiny_book: Path, tmp_path:
     bookgen.train(tiny_book, single, steps=8, **dict(RUN, batch_size=8))
     shutil.copytree(single, chain)  # the run as 1 process saved it
     bookgen.train(tiny_book, single, resume=True, steps=16)
-    done = torchrun(4, str(tiny_book), "--out", str(chain), "--resume", "--steps", "16", "-q")
+    resume = ["--resume", "--steps", "16", "-q"]
+    done = torchrun(4, tmp_path, str(tiny_book), "--out", str(chain), *resume)
     assert done.returncode == 0, done.stderr
     assert_same_checkpoint(chain, single, "steps 8-16 on 4 processes")
     bookgen.train(tiny_book, single, resume=True, steps=24)
@@ -133,15 +139,27 @@ def test_a_run_resumes_on_another_number_of_processes(tiny_book: Path, tmp_path:
     assert_same_run(chain, single)
 
 
-def test_a_training_step_makes_one_collective(tiny_book: Path, tmp_path: Path):
-    """The step's values, the stop decision and the budget travel in one all-reduce, not one
-    each (DistributedDataParallel's own all-reduce of the gradients aside)."""
+@pytest.mark.long
+def test_a_step_makes_one_collective_and_the_others_wait_for_rank_0s_solo_work(
+    tiny_book: Path, tmp_path: Path
+):
+    """One run on 2 processes (tests/collectives.py) checks two things; one launch of torchrun,
+    not two, since each starts three interpreters that import torch (and two tests reading one
+    module fixture may run on both xdist workers, each launching it).
+
+    1. The step's values, the stop decision and the budget travel in one all-reduce, not one
+    each (DistributedDataParallel's own all-reduce of the gradients aside).
+    2. Rank 0 alone tokenizes into the cache, measures the precision and builds the copy guard's
+    index, each here made slower (5 s) than the steps' timeout (2 s): the others wait for it on
+    the patient group, and the run completes."""
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "tests.collectives", str(tiny_book), str(tmp_path / "m"),
+        "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "tests.collectives", str(tiny_book), str(tmp_path / "m"), "5",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    env = dict(os.environ, BOOKGEN_DIST_TIMEOUT="2")
+    done = forked.run(command, tmp_path, timeout=240, env=env)  # the launcher forked, as above
     assert done.returncode == 0, done.stderr
+    # 1.
     (line,) = [s for s in done.stdout.splitlines() if s.startswith("collectives per step: ")]
     assert json.loads(line.partition(": ")[2]) == [1] * 11, line
     # Each is started asynchronously and waited on inside the guard (on NCCL too, so a lost
@@ -153,18 +171,24 @@ def test_a_training_step_makes_one_collective(tiny_book: Path, tmp_path: Path):
     # group held alive by torch.distributed.nn.functional's defaults once aborted at exit).
     lines = [s for s in done.stdout.splitlines() if s.startswith("threads left: ")]
     assert len(lines) == 2 and all(json.loads(s.partition(": ")[2]) == [] for s in lines), lines
+    # 2.
+    slow = sorted(s for s in done.stdout.splitlines() if s.startswith("slow: "))
+    assert slow == ["slow: ensure_index", "slow: prepare_data", "slow: run_precision"], slow
+    assert read_metrics(tmp_path / "m")[-1]["step"] == 12
 
 
 def test_a_resume_on_processes_that_do_not_divide_the_rows_is_refused_once(
     tiny_book: Path, tmp_path: Path
 ):
-    """A resumed run keeps the saved run's rows (8); 3 processes cannot share them equally."""
+    """A resumed run keeps the saved run's rows (5); 2 processes cannot share them equally.
+    (2 processes, not 3: each starts an interpreter that imports torch.)"""
     out = tmp_path / "m"
-    bookgen.train(tiny_book, out, steps=2, **dict(RUN, batch_size=8))
+    bookgen.train(tiny_book, out, steps=2, **dict(RUN, batch_size=5))
     saved = (out / MANIFEST).read_bytes()
-    done = torchrun(3, str(tiny_book), "--out", str(out), "--resume", "--steps", "5", "-q")
+    resume = ["--resume", "--steps", "5", "-q"]
+    done = torchrun(2, tmp_path, str(tiny_book), "--out", str(out), *resume)
     assert done.returncode != 0
-    message = "--resume: the saved run trains 8 streams, which do not divide among 3 training"
+    message = "--resume: the saved run trains 5 streams, which do not divide among 2 training"
     assert done.stderr.count(message) == 1, done.stderr  # rank 0 says it; the others are quiet
     # Each process exits 2 with its one line; the only traceback is torchrun's own report after.
     ours = done.stderr.split("failed (exitcode: 2)")[0]
@@ -173,9 +197,10 @@ def test_a_resume_on_processes_that_do_not_divide_the_rows_is_refused_once(
     assert (out / MANIFEST).read_bytes() == saved  # nothing written
 
 
-def by_hand(commands: list[list[str]]) -> list[subprocess.Popen]:
-    """One process per command, started as machines would start them: no launcher tears the
-    others down when one stops. Each joins as the rank of its place in `commands`."""
+def by_hand(commands: list[list[str]], logs: Path) -> list[forked.Forked]:
+    """One process per command (`python` and its arguments, forked from a server that has
+    imported torch: tests/forked.py), started as machines would start them: no launcher tears
+    the others down when one stops. Each joins as the rank of its place in `commands`."""
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
@@ -183,7 +208,7 @@ def by_hand(commands: list[list[str]]) -> list[subprocess.Popen]:
     for rank, command in enumerate(commands):
         env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank))
         env.update(WORLD_SIZE=str(len(commands)), LOCAL_RANK=str(rank), BOOKGEN_DIST_TIMEOUT="20")
-        ranks.append(subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True))
+        ranks.append(forked.python(command, logs, env=env))
     return ranks
 
 
@@ -191,14 +216,15 @@ def test_a_process_that_dies_stops_the_others_with_a_message(tiny_book: Path, tm
     # Rank 1 is killed mid-run, and rank 0 must say so and exit 2 (by hand: torchrun would tear
     # the survivor down for us).
     out = tmp_path / "m"
-    command = [sys.executable, "-m", "bookgen", "train", str(tiny_book), "--out", str(out)]
-    ranks = by_hand([command + ["--steps", "100000", *FLAGS]] * 2)
+    command = ["-m", "bookgen", "train", str(tiny_book), "--out", str(out)]
+    ranks = by_hand([command + ["--steps", "100000", *FLAGS]] * 2, tmp_path)
     try:
         deadline = time.monotonic() + 120
         # Both are training once a checkpoint is complete (its manifest is written last).
         # Not metrics.jsonl: it is written before the save, and a kill then leaves no checkpoint.
         while not (out / MANIFEST).exists():
-            assert time.monotonic() < deadline and ranks[0].poll() is None, ranks[0].stderr
+            alive = time.monotonic() < deadline and ranks[0].poll() is None
+            assert alive, ranks[0].output()[1]
             time.sleep(0.2)
         ranks[1].kill()
         _, stderr = ranks[0].communicate(timeout=90)
@@ -226,8 +252,9 @@ def test_a_resume_where_a_process_reads_another_save_is_refused(tiny_book: Path,
     shutil.copytree(here, there)
     bookgen.train(tiny_book, there, resume=True, steps=8)  # the other machine's copy moved on
     saved = (here / MANIFEST).read_bytes()
-    resume = [sys.executable, "-m", "bookgen", "train", str(tiny_book), "--resume", "--steps", "12"]
-    ranks = by_hand([resume + ["--out", str(here), "-q"], resume + ["--out", str(there), "-q"]])
+    resume = ["-m", "bookgen", "train", str(tiny_book), "--resume", "--steps", "12"]
+    commands = [resume + ["--out", str(here), "-q"], resume + ["--out", str(there), "-q"]]
+    ranks = by_hand(commands, tmp_path)
     try:
         errors = [process.communicate(timeout=120)[1] for process in ranks]
     finally:
@@ -239,22 +266,6 @@ def test_a_resume_where_a_process_reads_another_save_is_refused(tiny_book: Path,
     assert message in errors[0] and "one folder they all share" in errors[0], errors[0]
     assert "Traceback" not in errors[0] + errors[1]
     assert (here / MANIFEST).read_bytes() == saved  # nothing written
-
-
-def test_the_others_wait_for_work_only_rank_0_does(tiny_book: Path, tmp_path: Path):
-    """Rank 0 alone tokenizes into the cache, measures the precision and builds the copy guard's
-    index, each here made slower (5 s) than the steps' timeout (2 s): the others wait for it on
-    the patient group, and the run completes."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "tests.slow_first", str(tiny_book), str(tmp_path / "m"), "5",
-    ]  # fmt: skip
-    env = dict(os.environ, BOOKGEN_DIST_TIMEOUT="2")
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
-    assert done.returncode == 0, done.stderr
-    slow = sorted(s for s in done.stdout.splitlines() if s.startswith("slow: "))
-    assert slow == ["slow: ensure_index", "slow: prepare_data", "slow: run_precision"], slow
-    assert read_metrics(tmp_path / "m")[-1]["step"] == 3
 
 
 class LostWork:

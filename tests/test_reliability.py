@@ -8,8 +8,6 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from bookgen.checkpoint import MANIFEST, load_checkpoint, read_manifest, read_me
 from bookgen.cli import app
 from bookgen.errors import BookgenError
 from bookgen.events import Notice, Saved, Stepped, TrainingInterrupted
+from tests import forked
 from tests.conftest import TINY_MODEL
 
 RESUME_RUN = dict(TINY_MODEL, steps=60, eval_every=20, dropout=0.1, random_seed=5)
@@ -205,13 +204,15 @@ def test_a_good_step_resets_the_count_of_bad_ones(tiny_book: Path, tmp_path: Pat
         assert all(t.isfinite().all() for t in saved.values()), f"step {step} saved a non-finite"
 
 
-def training_process(book: Path, out: Path, *extra: str) -> subprocess.Popen:
+def training_process(book: Path, out: Path, *extra: str) -> forked.Forked:
+    """`python -m bookgen train` into `out` (its outputs in files beside it), forked from a
+    server that has imported torch (tests/forked.py): a second, not 5 to 15, to start."""
     args = [
-        sys.executable, "-m", "bookgen.cli", "train", str(book), "--out", str(out),
+        "-m", "bookgen", "train", str(book), "--out", str(out),
         "--steps", "100000", "--hidden", "32", "--batch-size", "4", "--bptt", "16",
         "--precision", "fp32", "--device", "cpu", "--quiet", *extra,
     ]  # fmt: skip
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return forked.python(args, out.parent)
 
 
 def wait_for(path: Path, seconds: float = 60) -> None:
@@ -284,10 +285,7 @@ def kill_at_33(event):
 
 bookgen.train({str(tiny_book)!r}, {str(killed)!r}, on_event=kill_at_33, **{KILLED_RUN!r})
 """
-    root = Path(__file__).resolve().parents[1]  # this checkout's bookgen, not an installed one
-    process = subprocess.run(
-        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120
-    )
+    process = forked.run(["-c", script], tmp_path, timeout=120)  # the test's own bookgen
     assert process.returncode == -signal.SIGKILL, process.stderr
     assert read_manifest(killed)["progress"]["step"] == 25
     assert [r["step"] for r in read_metrics(killed)] == [20]

@@ -287,11 +287,13 @@ def test_held_out_text_is_attributed_to_its_author(tmp_path: Path):
 
 def test_a_models_samples_are_attributed_to_its_book(tmp_path: Path):
     """A small model trained briefly on Alice writes text that `style` puts nearest Alice, not
-    the other novels (by the n-gram measure that decides `closest`)."""
+    the other novels (by the n-gram measure that decides `closest`). 75 steps, not 150: the
+    margin is wider (7.23 bits per character against 8.26 for Moby-Dick, seeds 1-3 alike; 4.91
+    against 5.34 at 150), and half the training time of the test."""
     folder = shared_corpus("gutenberg")
     out = tmp_path / "alice"
     options = dict(TINY_MODEL, hidden_size=128, batch_size=16, bptt=64, learning_rate=1e-2)
-    bookgen.train(folder / "alice-in-wonderland.txt", out, steps=150, eval_every=150, **options)
+    bookgen.train(folder / "alice-in-wonderland.txt", out, steps=75, eval_every=75, **options)
     sample = tmp_path / "sample.txt"
     sample.write_text("".join(bookgen.load(out).generate("Alice", 3000, random_seed=1)))
     others = [str(folder / f"{name}.txt") for name in ("moby-dick", "pride-and-prejudice")]
