@@ -260,8 +260,8 @@ def describe(
     figures = "; ".join(_figures(m, budget) for m in considered)
     line = (
         f"model {chosen.name}, sized for {budget.seconds / 60:.3g} min on this machine "
-        f"({figures}; a size pays from {TOKENS_PER_WEIGHT:g} token per weight, each pass over "
-        f"the text worth less than the one before)"
+        f"({figures}; a size pays from {TOKENS_PER_WEIGHT:g} token per weight, passes over the "
+        f"text after the first {FULL_WORTH_PASSES:g} worth less)"
     )
     if chosen.batch is not None:
         line += f"; {_batch_account(chosen.batch)}"
