@@ -7,24 +7,25 @@ fill it. Measured on Tiny Shakespeare (README, "Defaults for the budget"), a mod
 weights once the budget lets it read about `TOKENS_PER_WEIGHT` tokens per weight; below that a
 smaller model that reads more text is better.
 
-Reading the same text again is worth less than reading new text. Muennighoff et al. ("Scaling
-Data-Constrained Language Models", 2023) found up to four passes almost as good as new text, and
-fit how each pass after the first loses worth, with a scale R = 15.4 passes. Here the first
+Past the sizes the sweep measured (`SWEPT`, up to 2 x 512), a size must also be one the text can
+fill: reading the same text again is worth less than reading new text. Muennighoff et al.
+("Scaling Data-Constrained Language Models", 2023) found up to four passes almost as good as new
+text, and fit how each later pass loses worth, with a scale R = 15.4 passes. Here the first
 `FULL_WORTH_PASSES` (4) passes count in full and their decay starts after them: E passes over U
 tokens are worth, in tokens of new text,
 
     E * U                                     up to 4 passes,
     U * (4 + R * (1 - exp(-(E - 4) / R)))     after,   R = REREAD_SCALE = 15.4
 
-so sixteen passes are worth 12.3 U, and no number of passes more than (4 + R) U = 19.4 U. The
-tokens a size reads count at that worth (`Budget.worth`). So a size is never bigger than the text
-can fill (19.4 weights per token of text: 2 x 1024 at most for Tiny Shakespeare's 1M tokens), and
-one near that bound only when the budget reads the text many times. Where a size is read up to
-four times, as a CPU reads a book of 1M characters or more up to 10 minutes, nothing changes.
-(Their own fit starts the decay after the first pass, worth 3.7 U at four passes; starting it
-after the fourth keeps those choices exactly as the sweep made them.) R was fitted on
-transformers trained without dropout; bookgen's own runs agree (2 x 512 won at 10 passes on the
-Intel Xeon, README) but have not tested it.
+so sixteen passes are worth 12.3 U, and no number of passes more than (4 + R) U = 19.4 U. A size
+past 2 x 512 counts what it reads at that worth (`Budget.counted`), so it is never bigger than
+19.4 weights per token of text (2 x 1024 at most for Tiny Shakespeare's 1M tokens), and near that
+bound only where the budget reads the text many times. The swept sizes keep counting every token
+read, as the sweep measured them: on a 20k-token text, 1 x 256 read 67 times (27 weights per
+token of text, 0.7 per weight at their worth) beat 1 x 128 by 0.02 and 0.05 nats (README), so
+the worth undervalues re-reads there (R was fitted on transformers without dropout; bookgen's
+dropout makes a re-read worth more). Starting the decay after four passes rather than after the
+first, as they did, leans the same way.
 
 The size is chosen by walking a ladder upwards, from the smallest size:
 
@@ -71,6 +72,9 @@ LADDER: tuple[tuple[int, int], ...] = (
     (1, 128), (1, 256), (1, 512), (2, 512),
     (2, 768), (2, 1024), (3, 1024), (3, 1536), (3, 2048),
 )  # fmt: skip
+# The sizes the sweep measured the rule on (README, "Defaults for the budget"): what they read
+# counts in full, re-reads included, as it did there. Past them, re-reads count at their worth.
+SWEPT = LADDER[:4]
 TOKENS_PER_WEIGHT = 1.0
 FULL_WORTH_PASSES = 4.0  # passes over the text that count in full (`Budget.worth`)
 REREAD_SCALE = 15.4  # Muennighoff et al.'s R*_D: how fast later passes lose their worth
@@ -98,6 +102,11 @@ class Budget:
 
     def passes(self, tokens: float) -> float:
         return tokens / max(self.text_tokens, 1)
+
+    def counted(self, tokens: float, size: tuple[int, int]) -> float:
+        """The tokens whether `size` fills is judged on: as read for the sizes the sweep
+        measured, at their worth past them."""
+        return tokens if size in SWEPT else self.worth(tokens)
 
     def worth(self, tokens: float) -> float:
         """Reading `tokens` is worth this many tokens of new text: the first `FULL_WORTH_PASSES`
@@ -138,8 +147,9 @@ class Measured:
         return self.tokens_per_s * seconds
 
     def tokens_per_weight(self, budget: Budget) -> float:
-        """What it reads in the budget, at its worth (re-reads count less), per weight."""
-        return budget.worth(self.tokens(budget.seconds)) / self.weights
+        """What it reads in the budget, per weight, as `Budget.counted` counts it."""
+        tokens = budget.counted(self.tokens(budget.seconds), (self.layers, self.hidden_size))
+        return tokens / self.weights
 
     def fills(self, budget: Budget) -> bool:
         return self.tokens_per_weight(budget) >= TOKENS_PER_WEIGHT
@@ -177,8 +187,8 @@ def choose_size(
         previous = considered[-1]
         assert isinstance(previous, Measured)
         count = weights(layers, hidden_size)
-        # The worth grows with the tokens read: the smaller size's speed bounds it.
-        at_most = budget.worth(previous.tokens(budget.seconds)) / count
+        # What is counted grows with the tokens read: the smaller size's speed bounds it.
+        at_most = budget.counted(previous.tokens(budget.seconds), (layers, hidden_size)) / count
         if at_most < TOKENS_PER_WEIGHT:
             considered.append(Skipped(layers, hidden_size, count, at_most))
             break
@@ -260,8 +270,7 @@ def describe(
     figures = "; ".join(_figures(m, budget) for m in considered)
     line = (
         f"model {chosen.name}, sized for {budget.seconds / 60:.3g} min on this machine "
-        f"({figures}; a size pays from {TOKENS_PER_WEIGHT:g} token per weight, passes over the "
-        f"text after the first {FULL_WORTH_PASSES:g} worth less)"
+        f"({figures}; a size pays from {TOKENS_PER_WEIGHT:g} token per weight{_past(considered)})"
     )
     if chosen.batch is not None:
         line += f"; {_batch_account(chosen.batch)}"
@@ -272,6 +281,16 @@ def describe(
         epochs = budget.passes(chosen.tokens(budget.seconds))
         line += f"; it reads the text {epochs:.1f} times, so {chosen_settings}"
     return line
+
+
+def _past(considered: list[Measured | Skipped]) -> str:
+    """What the account adds where a size past the swept ones was considered."""
+    if all((size.layers, size.hidden_size) in SWEPT for size in considered):
+        return ""
+    return (
+        f"; past {SWEPT[-1][0]} x {SWEPT[-1][1]}, passes over the text after the first "
+        f"{FULL_WORTH_PASSES:g} worth less"
+    )
 
 
 def _figures(size: Measured | Skipped, budget: Budget) -> str:

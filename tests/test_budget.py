@@ -87,11 +87,19 @@ def test_a_cpu_run_of_up_to_ten_minutes_gets_the_size_it_got_before(scale):
 
 
 def test_what_a_cpu_run_of_an_hour_gets():
-    # 1 x 512 reads 24M tokens (11 per weight in full, 7.1 at their worth), 2 x 512 12M (11.9
-    # passes, worth 10.2M: 2.4 per weight); 2 x 768 could read at most 1.1 per weight at 2 x 512's
-    # speed, so it is timed: 5.4M tokens, worth 5.3M, 0.6 per weight. 2 x 512, as before.
+    # 1 x 512 reads 24M tokens (11 per weight), 2 x 512 12M (2.8 per weight); at 2 x 512's
+    # speed 2 x 768 could read 11.9 passes, worth 10.2M, at most 1.1 per weight, so it is timed:
+    # 5.4M tokens, worth 5.3M, 0.6 per weight. 2 x 512, as before the ladder grew.
     assert walk(EPYC, 60) == ((2, 512), [*BEFORE, (2, 768)])
     assert the_rule_before(EPYC, 3600) == (2, 512)
+
+
+def test_the_swept_sizes_count_every_token_read_however_short_the_text():
+    # A 20k-token text read 67 times in a minute by 1 x 256 (1.3M tokens, 0.7 per weight at
+    # their worth): 1 x 256, as before, and as measured (it beat 1 x 128 there, README). Alice
+    # in Wonderland (130k tokens) read 90 times in an hour by 2 x 512: 2 x 512, as before.
+    assert walk(EPYC, 1, text=20_000)[0] == (1, 256) == the_rule_before(EPYC, 60)
+    assert walk(EPYC, 60, text=130_000)[0] == (2, 512) == the_rule_before(EPYC, 3600)
 
 
 def test_the_ladder_goes_on_while_a_size_fills():
@@ -280,15 +288,19 @@ def test_a_minutes_budget_gets_the_largest_size_it_fills(
 
 
 def test_the_text_bounds_the_size_in_a_run(tiny_book, tmp_path, monkeypatch):
-    # At any speed the tiny book (2,500 tokens) is worth at most 48,000: not even 1 x 128 fills
-    # it, and 1 x 256 is not timed.
+    # At any speed the tiny book (2,500 tokens) is worth at most 48,000 tokens: the swept sizes
+    # count every token and fill, 2 x 768 (9.5M weights) is ruled out untimed.
+    from bookgen.settings import TrainConfig
+    from bookgen.trainer import Trainer
+
     timed = _speeds(monkeypatch, dict.fromkeys(LADDER, 1e12))
-    events = []
-    run = dict(minutes=1, bptt=16, precision="fp32", device="cpu", preview_length=0)
-    bookgen.train(tiny_book, tmp_path / "a", on_event=events.append, **run)
-    assert timed == [(1, 128)]
-    note = next(e for e in events if isinstance(e, Started)).size_note
-    assert note.startswith("model 1 x 128, ") and "1 x 256 not timed" in note
+    options = {k: v for k, v in TINY_MODEL.items() if k not in ("hidden_size", "dropout")}
+    config = TrainConfig(minutes=1, auto_size=True, **options)
+    note = Trainer(open_corpus([tiny_book]), {}, config, tmp_path / "m").started.size_note
+    assert timed == list(LADDER[:4])
+    assert note.startswith("model 2 x 512, ")
+    assert "2 x 768 not timed, at most 0.0 tokens per weight" in note
+    assert note.endswith("; past 2 x 512, passes over the text after the first 4 worth less)")
 
 
 @pytest.mark.usefixtures("rereads_in_full")
@@ -399,3 +411,20 @@ def test_a_short_run_gets_its_settings_except_those_given(tiny_book, tmp_path, m
     assert (saved.model_config.hidden_size, saved.model_config.dropout) == (128, 0.2)
     assert saved.train_config["batch_size"] == 4
     assert saved.train_config["learning_rate"] == 0.01
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: a GPU's batch is timed")
+def test_on_a_gpu_each_size_is_timed_at_its_batch(tmp_path):
+    # Real probes on the GPU: the size is timed from B 4 up, and the run trains at the batch the
+    # start line names (a doubling of 4 that ran). 250k tokens give 488 rows of 32 windows of 16.
+    from bookgen.settings import TrainConfig
+    from bookgen.trainer import Trainer
+    from tests.conftest import TINY_BOOK
+
+    book = tmp_path / "book.txt"
+    book.write_text(TINY_BOOK * 100, encoding="utf-8")
+    config = TrainConfig(minutes=1, auto_size=True, batch_size=4, bptt=16, device="cuda")
+    trainer = Trainer(open_corpus([book]), {}, config, tmp_path / "m")
+    batch = trainer.started.batch_size
+    assert batch in (4, 8, 16, 32, 64, 128, 256)
+    assert f"; batch {batch} (tok/s at 4: " in trainer.started.size_note
