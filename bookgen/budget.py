@@ -36,9 +36,9 @@ A bigger model never trains faster than a smaller one, so the smaller size's spe
 the next could read: a size that could not fill even at that speed is not timed at all. Timing a
 big model costs seconds (a 1 x 512 step with a 4,400-character alphabet takes about 1 s on a
 2-core AMD EPYC, and a probe runs several); walking up from the cheap end spends them only on
-sizes in reach: on a CPU the walk stops at 1 x 512 or 2 x 512 by speed alone. Each size it times
-is timed with a real training step (through the precision probe, so its figures are cached per
-machine and the next run pays nothing).
+sizes in reach: on a CPU, up to an hour, it stops at 2 x 512 or below by speed alone. Each size
+it times is timed with a real training step (through the precision probe, so its figures are
+cached per machine and the next run pays nothing).
 
 On a GPU a step costs about the same at batch 256 as at 32, so each size is timed at the batch it
 reads fastest at (`choose_batch`): the batch asked for, doubled while tokens/s rises by
