@@ -116,7 +116,9 @@ def _fresh(
         sized = None
         if world.is_main:  # measured once; every process builds the same model
             vocab_size = data.tokenizer.vocab_size
-            sized = size_for_budget(config, model_options, data.train, vocab_size, device, started)
+            sized = size_for_budget(
+                config, model_options, data.train, vocab_size, device, started, world.size
+            )
         model_options, changes, size_note = world.broadcast(sized)
         config = dataclasses.replace(config, **changes)  # a short run's batch size and rate
     # --batch-size is per process (sizing measured one process): the run's rows are N times it.
