@@ -37,9 +37,11 @@ WORDS = "Word level"
 SIZES = ", ".join(f"{layers} x {hidden}" for layers, hidden in LADDER)
 SIZING = (
     " With no --layers, --hidden-size or --embed-size, a character model is sized for it on this "
-    f"machine: training steps of {SIZES} are timed here, and the largest that reads at least "
-    f"{TOKENS_PER_WEIGHT:g} token per weight in the budget is taken (a smaller model that reads "
-    "more text beats a bigger one that reads too little); the start line shows the figures. "
+    f"machine: walking up the sizes {SIZES}, training steps are timed while a size could "
+    f"still read at least {TOKENS_PER_WEIGHT:g} token per weight in the budget, and the largest "
+    "that does is taken (a smaller model that reads more text beats a bigger one that reads too "
+    "little; past 2 x 512, re-reading the text counts for less than new text). On a GPU the "
+    "batch is timed too. The start line shows the figures. "
     f"\\[default: {DEFAULT_MINUTES:g} when no budget is given]"
 )
 
