@@ -3,13 +3,14 @@ imported torch once, instead of from a new interpreter each time.
 
 A new interpreter spends most of a short training process importing: torch, then torch._dynamo,
 which torch.optim imports when the first optimizer is built (its `add_param_group` is wrapped in
-`torch._disable_dynamo`). Together 5 s on the 2-core AMD EPYC VM when it is quiet, 15 s at a
-load of 6; the training itself takes under a second. Here multiprocessing's fork server imports
-them once per test process, and each command is a fork of it, started with the interpreter's
-own SIGINT handler, the caller's environment and working folder, its output in files: the
-process a test signals or kills is still a process of its own, running the command's code from
-its start (bookgen is not imported in the server). torch is fork-safe there: the server has only
-imported it, never run an operation, so it has started no thread.
+`torch._disable_dynamo`). On the 2-core AMD EPYC VM: 7 s at a load of 2 (torch 4 s), 15 s at a
+load of 6; a test's short training then takes a second. Here multiprocessing's fork server
+imports them once per test process (xdist worker), and each command is a fork of it, started
+with the interpreter's own SIGINT handler, the caller's environment and working folder, its
+output in files: the process a test signals or kills is still a process of its own, running
+the command's code from its start (bookgen is not imported in the server). torch is fork-safe
+there: the server has only imported it, never run an operation, so it has started no thread
+(a fork has one).
 
 `python(argv, logs)` stands for `subprocess.Popen([sys.executable, *argv])` with both outputs
 captured; `run(argv, logs)` for `subprocess.run(..., capture_output=True, text=True)`.

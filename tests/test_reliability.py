@@ -208,7 +208,7 @@ def training_process(book: Path, out: Path, *extra: str) -> forked.Forked:
     """`python -m bookgen train` into `out` (its outputs in files beside it), forked from a
     server that has imported torch (tests/forked.py): a second, not 5 to 15, to start."""
     args = [
-        "-m", "bookgen", "train", str(book), "--out", str(out),
+        "-m", "bookgen.cli", "train", str(book), "--out", str(out),
         "--steps", "100000", "--hidden", "32", "--batch-size", "4", "--bptt", "16",
         "--precision", "fp32", "--device", "cpu", "--quiet", *extra,
     ]  # fmt: skip
@@ -270,17 +270,19 @@ def test_resume_after_kill_9_from_a_periodic_checkpoint_is_exact(tiny_book: Path
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     bookgen.train(tiny_book, straight, **KILLED_RUN)
     script = f"""
-import os, signal
+import os, signal, time
 import bookgen
-from bookgen.events import Saved, Stepped
-
-saved = set()
+from bookgen.checkpoint import read_manifest
+from bookgen.events import Stepped
 
 def kill_at_33(event):
-    # Saves are written in the background: wait for step 25's to land, so the kill finds it.
-    if isinstance(event, Saved):
-        saved.add(event.step)
-    if isinstance(event, Stepped) and event.step >= 33 and 25 in saved:
+    # Saves are written in the background: at step 33, wait for step 25's to land on disk (a
+    # busy disk can hold it past step 40, whose evaluation and save would then be there too).
+    if isinstance(event, Stepped) and event.step == 33:
+        deadline = time.monotonic() + 60
+        while read_manifest({str(killed)!r})["progress"]["step"] != 25:
+            assert time.monotonic() < deadline, "step 25's save never landed"
+            time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGKILL)
 
 bookgen.train({str(tiny_book)!r}, {str(killed)!r}, on_event=kill_at_33, **{KILLED_RUN!r})
