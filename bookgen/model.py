@@ -3,10 +3,20 @@
 The recurrent state is explicit: `init_state(batch)` makes a zero state and
 `forward(tokens, state, resets) -> (logits, state)` returns the state after the last token. The
 model never decides when state is carried, detached or reset: the trainer and sampler do.
+
+Styles. A model trained on books of several styles (`config.styles` > 1: authors, or books) may
+learn, per style, an initial state (`style_starts`: a row that starts a book of that style starts
+from it, not from zeros) and a vector added to every input embedding (`style_vectors`); which of
+the two, or both, is `config.style_design`. Both start at zero, so an untrained styled model
+computes what a model without styles does. A style is given to `forward` and `init_state` either
+as ids, one per token (training: rows cross from one book into the next), or as mixing weights
+over the styles, one row of them per batch row (sampling: `austen=0.7,shelley=0.3`), which mix
+the starts and the vectors linearly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 
 import torch
@@ -24,6 +34,9 @@ State = tuple[torch.Tensor, ...]
 # A stretch of steps [begin, end) run in one call, and the (1, B, 1) mask that zeroes the state of
 # the rows that reset at `begin` (None where no row does).
 Span = tuple[int, int, torch.Tensor | None]
+# A style: (T, B) int64 ids, the style of each input token, or (B, S) float weights over the S
+# styles, the same at every step (see the module's docstring).
+Style = torch.Tensor
 
 
 class LockedDropout(nn.Module):
@@ -70,6 +83,19 @@ class RecurrentLM(nn.Module):
             self.output.weight = self.embedding.weight
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.output.bias)
+        kinds = 2 if config.cell == "lstm" else 1
+        # (kinds, layers, styles, hidden): per style, the state a row starts a book of it from.
+        self.style_starts = (
+            nn.Parameter(torch.zeros(kinds, config.layers, config.styles, config.hidden_size))
+            if config.learned_starts
+            else None
+        )
+        # (styles, embed): per style, a vector added to every input embedding.
+        self.style_vectors = (
+            nn.Parameter(torch.zeros(config.styles, config.embed_size))
+            if config.style_vectors
+            else None
+        )
 
     def flatten_parameters(self) -> None:
         """Pack each layer's weights into the one buffer cuDNN reads them from (a no-op off cuDNN).
@@ -84,30 +110,47 @@ class RecurrentLM(nn.Module):
         """Train as `rows` of a `batch`-row batch (one of several processes): see LockedDropout."""
         self.drop.batch, self.drop.rows = batch, rows
 
-    def init_state(self, batch: int, device: torch.device | str | None = None) -> State:
-        """A zero state for `batch` rows."""
+    def init_state(
+        self, batch: int, device: torch.device | str | None = None, style: Style | None = None
+    ) -> State:
+        """The state `batch` rows start from: zeros, or with learned starts, `style`'s start
+        (ids (B,) or weights (B, S), one per row)."""
         c = self.config
         device = device if device is not None else self.embedding.weight.device
         shape = (c.layers, batch, c.hidden_size)
         count = 2 if c.cell == "lstm" else 1
-        return tuple(torch.zeros(shape, device=device) for _ in range(count))
+        if self.style_starts is None or style is None:
+            return tuple(torch.zeros(shape, device=device) for _ in range(count))
+        return tuple(self._starts(style, layer=None)[kind] for kind in range(count))
 
     def forward(
-        self, tokens: torch.Tensor, state: State, resets: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        state: State,
+        resets: torch.Tensor | None = None,
+        style: Style | None = None,
     ) -> tuple[torch.Tensor, State]:
         """tokens (T, B) -> logits (T, B, V) and the state after the last token.
 
-        `resets` (T, B) bool, optional: zero row b's state just before it reads tokens[t] (a row
-        crossing into a new book). The sequence is split at such steps, which are rare.
+        `resets` (T, B) bool, optional: reset row b's state just before it reads tokens[t] (a row
+        crossing into a new book): to zeros, or with learned starts to the start of the row's
+        style at t. The sequence is split at such steps, which are rare. `style`: see `Style`;
+        None (or a model without styles) adds no style vector and resets to zeros.
         """
+        style = style if self.config.styles > 1 else None
         spans = self._spans(tokens.size(0), resets, state[0])
         x = self.embedding(tokens)  # (T, B, E)
+        if self.style_vectors is not None and style is not None:
+            x = x + self._vectors(style)
         finals = []  # per layer: its state after the last token, each tensor (1, B, H)
         for index, layer in enumerate(self.layers):
             # Layers loop outermost so that each layer's input gets one dropout mask for the
             # whole sequence, across reset cuts too.
             layer_state = tuple(s[index : index + 1] for s in state)
-            x, layer_state = self._run_layer(layer, self.drop(x), layer_state, spans)
+            starts = None
+            if self.style_starts is not None and style is not None:
+                starts = lambda begin, i=index: self._starts(style, i, begin)  # noqa: E731
+            x, layer_state = self._run_layer(layer, self.drop(x), layer_state, spans, starts)
             finals.append(layer_state)
         # Back to one tensor per kind, each (layers, B, H).
         state = tuple(torch.cat(parts) for parts in zip(*finals, strict=True))
@@ -129,14 +172,41 @@ class RecurrentLM(nn.Module):
             for begin, end in pairwise(bounds)
         ]
 
+    def _vectors(self, style: Style) -> torch.Tensor:
+        """The style vector added to each input: (T, B, E) for ids, (1, B, E) for weights."""
+        assert self.style_vectors is not None
+        if style.is_floating_point():
+            return (style.to(self.style_vectors.dtype) @ self.style_vectors).unsqueeze(0)
+        return nn.functional.embedding(style.to(self.style_vectors.device), self.style_vectors)
+
+    def _starts(self, style: Style, layer: int | None, step: int = 0) -> torch.Tensor:
+        """The learned start of each row's style: (kinds, 1, B, H) for one layer, or
+        (kinds, layers, B, H) for all (`layer` None); for ids, the style at `step`."""
+        assert self.style_starts is not None
+        starts = self.style_starts if layer is None else self.style_starts[:, layer : layer + 1]
+        if style.is_floating_point():  # (B, S) weights: mix the starts
+            return torch.einsum("bs,klsh->klbh", style.to(starts.dtype), starts)
+        ids = style if style.dim() == 1 else style[step]
+        return starts[:, :, ids.to(starts.device)]
+
     def _run_layer(
-        self, layer: nn.Module, x: torch.Tensor, state: State, spans: list[Span]
+        self,
+        layer: nn.Module,
+        x: torch.Tensor,
+        state: State,
+        spans: list[Span],
+        starts: Callable[[int], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, State]:
-        """One layer over x (T, B, C), span by span, zeroing reset rows' state between spans."""
+        """One layer over x (T, B, C), span by span, resetting rows' state between spans: to
+        zeros, or to `starts(begin)` (kinds, 1, B, H), the learned start of each row's style."""
         outputs = []
         for begin, end, keep in spans:
             if keep is not None:
-                state = tuple(s * keep for s in state)
+                if starts is None:
+                    state = tuple(s * keep for s in state)
+                else:
+                    start = starts(begin)
+                    state = tuple(s * keep + start[k] * (1 - keep) for k, s in enumerate(state))
             out, state = self._step(layer, x[begin:end], state)
             outputs.append(out)
         return (torch.cat(outputs) if len(outputs) > 1 else outputs[0]), state

@@ -71,6 +71,14 @@ class Device(Choice):
     CUDA = "cuda"
 
 
+class StyleDesign(Choice):
+    """How a model trained on several styles (authors, books) learns each one."""
+
+    START = "start"  # a learned initial state per style, where a row starts a book of it
+    EMBED = "embed"  # a learned vector per style, added to every input embedding
+    BOTH = "both"
+
+
 class Precision(Choice):
     AUTO = "auto"  # measured on this machine: see context.choose_precision
     BF16 = "bf16"
@@ -125,11 +133,21 @@ class ModelConfig(Described):
         "AWD-LSTM's weight drop: dropout on each layer's recurrent matrix, one mask per window, "
         "while training.",
     )
+    # Set from the books' style labels (one per book by default), not given by hand, as
+    # vocab_size is from the tokenizer. 0 (or 1): one style, a model as before styles.
+    styles: int = field(default=0, metadata={"help": "Styles the model learns (0: one style)."})
+    style_design: StyleDesign = setting(
+        StyleDesign.BOTH,
+        "How each style is learned: start (a learned initial state per style, set where a row "
+        "starts a book), embed (a learned vector per style added to every input), or both.",
+    )
 
     def __post_init__(self) -> None:
         if self.embed_size is None:
             object.__setattr__(self, "embed_size", self.hidden_size)
-        _parse_choices(self, {"cell": Cell})
+        _parse_choices(self, {"cell": Cell, "style_design": StyleDesign})
+        if self.styles < 0:
+            raise BookgenError(f"styles must be at least 0, not {self.styles}")
         if self.vocab_size < 2:
             raise BookgenError("the vocabulary needs at least two tokens")
         for name in ("layers", "hidden_size", "embed_size"):
@@ -143,6 +161,16 @@ class ModelConfig(Described):
     @property
     def tied(self) -> bool:
         return self.tie_weights and self.embed_size == self.hidden_size
+
+    @property
+    def learned_starts(self) -> bool:
+        """A trained initial state per style (only with two styles or more)."""
+        return self.styles > 1 and self.style_design in (StyleDesign.START, StyleDesign.BOTH)
+
+    @property
+    def style_vectors(self) -> bool:
+        """A trained vector per style added to every input (only with two styles or more)."""
+        return self.styles > 1 and self.style_design in (StyleDesign.EMBED, StyleDesign.BOTH)
 
     def to_dict(self) -> dict:
         return asdict(self)

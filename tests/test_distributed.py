@@ -143,8 +143,8 @@ def test_a_run_resumes_on_another_number_of_processes(tiny_book: Path, tmp_path:
 def test_a_step_makes_one_collective_and_the_others_wait_for_rank_0s_solo_work(
     tiny_book: Path, tmp_path: Path
 ):
-    """One run on 2 processes (tests/collectives.py) checks two things; one launch of torchrun,
-    not two, since each starts three interpreters that import torch (and two tests reading one
+    """One run on 2 processes (tests/collectives.py) checks two things: one launch of torchrun,
+    not two, since each starts two interpreters that import torch (and two tests reading one
     module fixture may run on both xdist workers, each launching it).
 
     1. The step's values, the stop decision and the budget travel in one all-reduce, not one
