@@ -444,7 +444,8 @@ def check_weights(folder: Path, manifest: dict, which: str) -> ModelConfig:
 def _saved_shapes(config: ModelConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
     """(name, shape) of each tensor a `RecurrentLM` of `config` saves, worked out without
     building it: the embedding, one single-layer LSTM/GRU per layer (PyTorch's names), the
-    output (its weight not saved when tied to the embedding's). Any load of a saved model
+    output (its weight not saved when tied to the embedding's), and with several styles their
+    learned starts and vectors (model.py). Any load of a saved model
     checks these against a real file, so they cannot drift from model.py unnoticed."""
     gates = (4 if config.cell == "lstm" else 3) * config.hidden_size  # stacked gate rows
     yield "embedding.weight", (config.vocab_size, config.embed_size)
@@ -457,6 +458,11 @@ def _saved_shapes(config: ModelConfig) -> Iterator[tuple[str, tuple[int, ...]]]:
     if not config.tied:
         yield "output.weight", (config.vocab_size, config.hidden_size)
     yield "output.bias", (config.vocab_size,)
+    kinds = 2 if config.cell == "lstm" else 1
+    if config.learned_starts:
+        yield "style_starts", (kinds, config.layers, config.styles, config.hidden_size)
+    if config.style_vectors:
+        yield "style_vectors", (config.styles, config.embed_size)
 
 
 def _differ(path: Path, name: str, found: tuple | None, expected: tuple | None) -> BookgenError:
