@@ -219,6 +219,7 @@ def _resumed(
     data.corpus = styles.record(data.corpus, config.style_by, data.train)
     _check_same_books(manifest["corpus"], data.corpus)
     _check_same_styles(manifest["corpus"], data.corpus, manifest["model_config"])
+    model_options = {**model_options, "styles": styles.count}  # the saved count, checked
     batcher = _batcher(data, config, world, device, styles)
     model, optimizer = _build(model_options, config, data, device)
     saved = manifest["precision"]
