@@ -16,6 +16,7 @@ from bookgen.checkpoint import load_checkpoint, read_manifest, read_metrics
 from bookgen.corpus import Document, number_styles, style_labels
 from bookgen.errors import BookgenError
 from bookgen.events import Stepped, TrainingInterrupted
+from bookgen.report import load_report, style_losses
 from bookgen.streams import StreamBatcher, TokenStream
 from tests.conftest import TINY_MODEL
 
@@ -114,7 +115,12 @@ def test_a_model_of_two_styles_writes_each_when_given_it_and_records_them(tmp_pa
     assert corpus["style_by"] == "folder"
     assert [s["name"] for s in corpus["styles"]] == ["ab", "xy"]
     assert sum(s["share"] for s in corpus["styles"]) == pytest.approx(1.0)
-    assert set(result.metrics[-1]["val_loss_by_style"]) == {"ab", "xy"}
+    by_style = result.metrics[-1]["val_loss_by_style"]
+    assert set(by_style) == {"ab", "xy"}
+    # Each style's loss is its tokens' share of the whole: the whole lies between them.
+    assert min(by_style.values()) < result.metrics[-1]["val_loss"] < max(by_style.values())
+    report = style_losses(load_report(out))
+    assert [(name, loss) for name, _, loss in report] == list(by_style.items())
     loaded = load_checkpoint(out)
     assert loaded.model.config.styles == 2
     ab, xy = (greedy(loaded.model, loaded.tokenizer, style) for style in (0, 1))
@@ -127,6 +133,7 @@ def test_one_style_runs_have_no_styles(tmp_path: Path):
     manifest = read_manifest(tmp_path / "m")
     assert manifest["model_config"]["styles"] == 0 and manifest["corpus"]["styles"] == []
     assert "val_loss_by_style" not in read_metrics(tmp_path / "m")[-1]
+    assert style_losses(load_report(tmp_path / "m")) == []
 
 
 def test_a_styled_run_resumes_bit_for_bit(tmp_path: Path):
