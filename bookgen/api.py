@@ -9,14 +9,15 @@ from typing import Any
 
 from bookgen import checkpoint as ckpt
 from bookgen import distributed
-from bookgen.catalog import resolve_inputs
-from bookgen.corpus import Reading, open_corpus
+from bookgen.catalog import is_corpus_name, resolve_inputs
+from bookgen.corpus import Reading, open_corpus, style_labels
 from bookgen.errors import BookgenError
 from bookgen.events import Event, TrainResult
 from bookgen.settings import DEFAULT_MINUTES, ModelConfig, TrainConfig
 from bookgen.trainer import Trainer
 
-MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size"}
+# vocab_size comes from the tokenizer, styles from the books' labels (`style_by`): not options.
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)} - {"vocab_size", "styles"}
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 BUDGET = {"steps", "epochs", "minutes"}
 # What a resumed run may change: how long it runs and where, not what it learns from.
@@ -48,9 +49,11 @@ def train(
 ) -> TrainResult:
     """Train on books (files, folders, globs or catalogue names) into a checkpoint folder.
 
-    `options` are fields of `ModelConfig` (cell, layers, hidden_size, embed_size, dropout) and of
-    `TrainConfig` (steps, minutes, epochs, level, batch_size, bptt, learning_rate, random_seed,
-    device, ...); None or absent means the default, or with `resume` the saved run's value. With no
+    `options` are fields of `ModelConfig` (cell, layers, hidden_size, embed_size, dropout,
+    style_design) and of `TrainConfig` (steps, minutes, epochs, level, batch_size, bptt,
+    learning_rate, random_seed, device, style_by, ...); None or absent means the default, or with
+    `resume` the saved run's value. The styles the model learns come from the books (`style_by`:
+    each file, each folder, or none), as the vocabulary does. With no
     budget at all, training runs for `settings.DEFAULT_MINUTES` (10). `encoding` forces how
     the books are decoded (default: detected, book by book); `keep_markup` keeps Aozora Bunko's.
     """
@@ -63,12 +66,14 @@ def train(
     inputs = resolve_inputs([str(p) for p in paths], download=download, progress=download_progress)
     # read later, in chunks, unless the token cache has them
     documents = open_corpus(inputs, reading)
+    named = [path for arg, path in zip(paths, inputs, strict=True) if is_corpus_name(str(arg))]
     out_path = Path(out) if out is not None else default_out(documents[0].name)
     if resume:
         model_options, train_options = _resumed_options(out_path, options)
     else:
         model_options, train_options = _fresh_options(options)
     config = TrainConfig(**train_options)
+    labels = style_labels(documents, config.style_by, own_style=named)  # a catalogue book: its own
     # Started by torchrun: join the other processes (gloo on the CPU, NCCL on GPUs).
     world = distributed.join(config.device)
     trainer = None
@@ -82,6 +87,7 @@ def train(
             force=force,
             resume=resume,
             world=world,
+            labels=labels,
         )
         return trainer.run()
     finally:
@@ -113,6 +119,7 @@ def _resumed_options(out: Path, options: dict) -> tuple[dict, dict]:
     manifest = ckpt.read_manifest(out)
     saved_model = {k: v for k, v in manifest["model_config"].items() if k in MODEL_FIELDS}
     saved_train = {k: v for k, v in manifest["train_config"].items() if k in TRAIN_FIELDS}
+    saved_train.setdefault("style_by", "none")  # a run saved before styles learned one
     saved = {**saved_model, **saved_train}
     conflicts = [
         f"{name} is {saved.get(name)!r} in the saved run, {value!r} now"

@@ -40,7 +40,7 @@ import itertools
 import re
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,6 +199,35 @@ def open_corpus(paths: Sequence[str | Path], reading: Reading = Reading()) -> li
         size = path.stat().st_size
         books.append(BookFile(name=path.stem, path=str(path), size=size, reading=reading))
     return books
+
+
+# --- style labels ----------------------------------------------------------------------------
+
+
+def style_labels(
+    books: Sequence[BookFile | Document], style_by: str, own_style: Collection[str] = ()
+) -> list[str]:
+    """Each book's style label, as `--style-by` takes it: "file", the book's name (its file
+    name without the suffix); "folder", the name of the folder it is in (books/austen/emma.txt
+    is "austen"); "none", one label for all. A book whose resolved path is in `own_style` (one
+    named from the catalogue, kept in a download folder) is its own style, by its name."""
+    if style_by == "none":
+        return ["" for _ in books]
+    own = {str(Path(path).resolve()) for path in own_style}
+    labels = []
+    for book in books:
+        path = Path(book.path)
+        if style_by == "file" or str(path.resolve()) in own:
+            labels.append(book.name)
+        else:
+            labels.append(path.absolute().parent.name or book.name)
+    return labels
+
+
+def number_styles(labels: Sequence[str]) -> tuple[list[str], list[int]]:
+    """(the distinct labels in order of first appearance, each book's index among them)."""
+    names = list(dict.fromkeys(labels))
+    return names, [names.index(label) for label in labels]
 
 
 # --- reading: the two passes ---------------------------------------------------------------

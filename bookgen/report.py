@@ -74,6 +74,9 @@ class RunReport:
     best_step: int | None
     best_bits_per_char: float | None  # of the evaluation at best_step
     evaluations: list[dict] = field(default_factory=list)
+    # The styles the model learned, in id order: {"name", "share"} each; [] for one style.
+    styles: list[dict] = field(default_factory=list)
+    style_by: str = "none"  # how the books were labelled: file, folder or none
 
     @property
     def tokens_per_s(self) -> float:
@@ -124,6 +127,8 @@ def load_report(folder: str | Path | None = None) -> RunReport:
             best_step=best_step,
             best_bits_per_char=_bits_at(evaluations, best_step),
             evaluations=evaluations,
+            styles=list(manifest["corpus"].get("styles") or []),
+            style_by=manifest["corpus"].get("style_by", "none"),
         )
     except (KeyError, TypeError) as err:
         raise BookgenError(f"{folder}: damaged checkpoint manifest (no valid {err})") from err
@@ -158,6 +163,17 @@ def _epochs(progress: dict, evaluations: list[dict]) -> float:
     if last.get("step") == progress["step"] and "epoch" in last:
         return last["epoch"]
     return float(progress.get("epoch", 0))
+
+
+def style_losses(report: RunReport) -> list[tuple[str, float, float | None]]:
+    """(name, share of the training text, validation loss) of each style, the loss at the
+    best step's evaluation (else the last that has them); [] for a model of one style."""
+    if not report.styles:
+        return []
+    styled = [e for e in report.evaluations if e.get("val_loss_by_style")]
+    at_best = [e for e in styled if e.get("step") == report.best_step]
+    losses = (at_best or styled[-1:] or [{}])[0].get("val_loss_by_style", {})
+    return [(s["name"], s.get("share", 0.0), losses.get(s["name"])) for s in report.styles]
 
 
 def _bits_at(evaluations: list[dict], step: int | None) -> float | None:
@@ -234,6 +250,9 @@ def results_table(report: RunReport):
     table.add_row("best validation loss", best_line(report))
     if report.best_bits_per_char is not None:
         table.add_row("bits per character", f"{report.best_bits_per_char:.4f} (at the best step)")
+    for name, share, loss in style_losses(report):
+        shown = "not evaluated" if loss is None else f"{loss:.4f} nats/token"
+        table.add_row(f"  style {name}", f"{shown} ({share:.0%} of the training text)")
     table.add_row("evaluations", f"{len(report.evaluations)}")
     return table
 

@@ -1,9 +1,16 @@
 """Opening a training run: a fresh one, or one resumed from its folder. Two plain branches.
 
     fresh:    check the folder -> prepare the books -> size the model for a --minutes budget
-              -> batcher -> model, optimizer -> precision -> embeddings -> empty the folder
-    resumed:  read the manifest -> prepare the books with its tokenizer -> the same books?
-              -> batcher -> model, optimizer -> precision -> weights, optimizer, RNG, state
+              -> styles -> batcher -> model, optimizer -> precision -> embeddings -> empty the
+              folder
+    resumed:  read the manifest -> prepare the books with its tokenizer -> the same books and
+              styles? -> batcher -> model, optimizer -> precision -> weights, optimizer, RNG,
+              state
+
+Styles: each book's label (`--style-by`: its file's name, its folder's, or none) is numbered in
+order of first appearance; with two or more, the model learns each (ModelConfig.styles), every
+window carries its tokens' styles, and the checkpoint's corpus record lists the styles and their
+shares of the training text. With fewer than two the run is as before styles.
 
 Both end in a `Run`: everything the training loop needs, where the run stands. Nothing in the
 folder is removed until every setting has been checked. With several processes, the first
@@ -22,11 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bookgen import checkpoint as ckpt
 from bookgen.context import PrecisionChoice, RunContext, resolve_device
-from bookgen.corpus import BookFile, Document
+from bookgen.corpus import BookFile, Document, number_styles, style_labels
 from bookgen.data import PreparedData, prepare_data
 from bookgen.distributed import World
 from bookgen.errors import BookgenError
@@ -35,10 +43,49 @@ from bookgen.model import ModelConfig, RecurrentLM, State
 from bookgen.settings import TrainConfig
 from bookgen.sizing import run_precision, size_for_budget
 from bookgen.step import make_optimizer
-from bookgen.streams import StreamBatcher
+from bookgen.streams import StreamBatcher, TokenStream
 from bookgen.tokenizer import Tokenizer
 
 Books = Sequence[BookFile | Document]  # files not read yet (bookgen.train), or texts (Python)
+
+
+@dataclass(frozen=True)
+class Styles:
+    """The styles a run learns: their names in id order, and each book's style id."""
+
+    names: list[str]
+    of_books: list[int]
+
+    @classmethod
+    def of(cls, labels: Sequence[str]) -> Styles:
+        return cls(*number_styles(labels))
+
+    @property
+    def count(self) -> int:
+        """ModelConfig.styles: 0 (one style, a model as before) with fewer than two."""
+        return len(self.names) if len(self.names) > 1 else 0
+
+    def of_documents(self, stream: TokenStream) -> np.ndarray | None:
+        """(D,) int64: the style of each document of `stream`; None with one style."""
+        return stream.document_styles(self.of_books) if self.count else None
+
+    def record(self, corpus: dict, style_by: str, train: TokenStream) -> dict:
+        """The corpus record with the styles: their names and shares of the training tokens
+        (`styles`, [] with one style), how they were labelled, and each book's label."""
+        corpus = {**corpus, "style_by": str(style_by), "styles": []}
+        if not self.count:
+            return corpus
+        tokens = train.style_tokens(self.count, self.of_documents(train))
+        total = max(sum(tokens), 1)
+        corpus["styles"] = [
+            {"name": name, "share": round(count / total, 6)}
+            for name, count in zip(self.names, tokens, strict=True)
+        ]
+        corpus["documents"] = [
+            {**document, "style": self.names[style]}
+            for document, style in zip(corpus["documents"], self.of_books, strict=True)
+        ]
+        return corpus
 
 
 @dataclass
@@ -55,6 +102,7 @@ class Run:
     precision: PrecisionChoice  # the context's precision, how it was chosen, the speeds
     progress: ckpt.TrainingProgress
     state: State  # carried from window to window: (layers, rows of this process, hidden) each
+    styles: Styles
     size_note: str = ""  # how the size was chosen for the budget ("" when given)
 
     def started(self, out: Path, books: list[str]) -> Started:
@@ -87,15 +135,18 @@ def open_run(
     started: float,
     resume: bool = False,
     force: bool = False,
+    labels: Sequence[str] | None = None,
 ) -> Run:
     """The run saved in `out` when `resume`, else a fresh one (`force`: over a saved one).
 
     `started` is the run's perf_counter at its start: sizing for --minutes counts from there.
+    `labels`: each book's style label; None: as `config.style_by` takes them from the books.
     """
     device = world.device if world.active else resolve_device(config.device)
+    styles = Styles.of(labels if labels is not None else style_labels(books, config.style_by))
     if resume:
-        return _resumed(books, model_options, config, out, world, emit, device)
-    return _fresh(books, model_options, config, out, world, emit, device, started, force)
+        return _resumed(books, model_options, config, out, world, emit, device, styles)
+    return _fresh(books, model_options, config, out, world, emit, device, started, force, styles)
 
 
 def _fresh(
@@ -108,9 +159,11 @@ def _fresh(
     device: torch.device,
     started: float,
     force: bool,
+    styles: Styles,
 ) -> Run:
     ckpt.check_out(out, force)  # refuse early; nothing is removed until all is checked
     data = _prepare(books, config, None, world, emit)
+    data.corpus = styles.record(data.corpus, config.style_by, data.train)
     size_note = ""
     if config.auto_size:
         sized = None
@@ -123,7 +176,8 @@ def _fresh(
         config = dataclasses.replace(config, **changes)  # a short run's batch size and rate
     # --batch-size is per process (sizing measured one process): the run's rows are N times it.
     config = dataclasses.replace(config, batch_size=config.batch_size * world.size)
-    batcher = _batcher(data, config, world, device)
+    model_options = {**model_options, "styles": styles.count}  # from the books, as vocab_size
+    batcher = _batcher(data, config, world, device, styles)
     model, optimizer = _build(model_options, config, data, device)
     choice = run_precision(config, device, model, batcher) if world.is_main else None
     precision: PrecisionChoice = world.broadcast(choice)
@@ -141,7 +195,8 @@ def _fresh(
         context=RunContext(device, precision.precision),
         precision=precision,
         progress=ckpt.TrainingProgress(),
-        state=model.init_state(_own_rows(batcher, world), device),
+        state=first_state(model, batcher, world, device),
+        styles=styles,
         size_note=size_note,
     )
 
@@ -154,21 +209,25 @@ def _resumed(
     world: World,
     emit: Callable[[Event], None],
     device: torch.device,
+    styles: Styles,
 ) -> Run:
     _check_rows_divide(config.batch_size, world)  # the saved run's whole batch
     manifest = ckpt.read_manifest(out)
     _check_same_save(out, world)
     ckpt.check_weights(out, manifest, "model")  # before a model of the manifest's size is built
     data = _prepare(books, config, ckpt.load_tokenizer(out, manifest), world, emit)
+    data.corpus = styles.record(data.corpus, config.style_by, data.train)
     _check_same_books(manifest["corpus"], data.corpus)
-    batcher = _batcher(data, config, world, device)
+    _check_same_styles(manifest["corpus"], data.corpus, manifest["model_config"])
+    model_options = {**model_options, "styles": styles.count}  # the saved count, checked
+    batcher = _batcher(data, config, world, device, styles)
     model, optimizer = _build(model_options, config, data, device)
     saved = manifest["precision"]
     choice = run_precision(config, device, model, batcher, saved) if world.is_main else None
     precision: PrecisionChoice = world.broadcast(choice)
     progress, state = ckpt.restore_training(out, manifest, model, optimizer, device)
     if state is None:  # saved before the first step
-        state = model.init_state(_own_rows(batcher, world), device)
+        state = first_state(model, batcher, world, device)
     else:  # all B rows were saved; this process carries its own
         state = tuple(s[:, world.rows(batcher.batch_size)] for s in state)
     if world.is_main:
@@ -184,6 +243,7 @@ def _resumed(
         precision=precision,
         progress=progress,
         state=state,
+        styles=styles,
     )
 
 
@@ -199,11 +259,12 @@ def _prepare(
 
 
 def _batcher(
-    data: PreparedData, config: TrainConfig, world: World, device: torch.device
+    data: PreparedData, config: TrainConfig, world: World, device: torch.device, styles: Styles
 ) -> StreamBatcher:
     """The training stream in batch rows (all processes'), refused if a short text fills too
     few rows to divide among the processes. On a GPU the rows live there (`keep_on`)."""
-    batcher = StreamBatcher(data.train, config.batch_size, config.bptt)
+    document_styles = styles.of_documents(data.train)
+    batcher = StreamBatcher(data.train, config.batch_size, config.bptt, document_styles)
     batch = batcher.batch_size
     if batch % world.size:
         raise BookgenError(
@@ -245,6 +306,18 @@ def _check_same_save(out: Path, world: World) -> None:
         )
 
 
+def first_state(
+    model: RecurrentLM, batcher: StreamBatcher, world: World, device: torch.device
+) -> State:
+    """The state this process's rows start an epoch from: zeros, or with learned styles the
+    start of each row's first token's style (not detached: the epoch's first window teaches
+    the starts as a reset inside a window does; `step.carried` detaches what carries on)."""
+    styles = batcher.first_styles()
+    if styles is not None:
+        styles = styles[world.rows(batcher.batch_size)].to(device)
+    return model.init_state(_own_rows(batcher, world), device, style=styles)
+
+
 def _own_rows(batcher: StreamBatcher, world: World) -> int:
     """How many batch rows (streams) this process trains."""
     return len(range(batcher.batch_size)[world.rows(batcher.batch_size)])
@@ -272,7 +345,10 @@ def _network(
     model.hold_rows(world.rows(batcher.batch_size), batcher.batch_size)
     ids = [device.index] if device.type == "cuda" else None
     with world.collective("starting DistributedDataParallel"):  # it broadcasts rank 0's weights
-        return DistributedDataParallel(model, device_ids=ids)
+        # A learned start gets a gradient only in windows where a row resets (or an epoch
+        # begins): in the others DDP must not wait for it.
+        unused = model.style_starts is not None
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=unused)
 
 
 def _load_embeddings(
@@ -287,6 +363,18 @@ def _load_embeddings(
             f"({coverage.fraction:.1%}) start from {path}; the rest start at random"
         )
     )
+
+
+def _check_same_styles(saved: dict, now: dict, model_config: dict) -> None:
+    """--resume must keep each book's style: the model learned them by their ids."""
+    before = [d.get("style") for d in saved.get("documents", [])]
+    after = [d.get("style") for d in now["documents"]]
+    if before != after or model_config.get("styles", 0) != len(now["styles"]):
+        show = lambda labels: ", ".join(str(label) for label in labels)  # noqa: E731
+        raise BookgenError(
+            f"--resume: the books' styles differ from the saved run's (saved: {show(before)}; "
+            f"now: {show(after)}): keep each book where it was, or train a new model"
+        )
 
 
 def _check_same_books(saved: dict, now: dict) -> None:

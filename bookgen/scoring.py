@@ -66,7 +66,6 @@ def evaluate(
     return total / max(count, 1)
 
 
-@torch.no_grad()
 def evaluate_sums(
     model: RecurrentLM,
     batcher: StreamBatcher,
@@ -79,28 +78,59 @@ def evaluate_sums(
 
     Training processes each score a share of the rows; the sums of their sums are the whole.
     """
+    sums = evaluate_style_sums(model, batcher, context, 0, reset_every, max_windows, rows)
+    return sums[0], sums[1]
+
+
+@torch.no_grad()
+def evaluate_style_sums(
+    model: RecurrentLM,
+    batcher: StreamBatcher,
+    context: RunContext,
+    styles: int,
+    reset_every: int | None = None,
+    max_windows: int | None = None,
+    rows: slice = slice(None),
+) -> tuple[float, int, list[float], list[int]]:
+    """`evaluate_sums`, and the same two sums per style (S lists, empty without styles), each
+    token counted under the style of its book (the batcher's `styles`).
+
+    Each row starts from the learned start of its first token's style (zeros without styles).
+    """
+    styles = styles if batcher.styles is not None else 0
     count_rows = len(range(batcher.batch_size)[rows])
     if count_rows == 0:
-        return 0.0, 0
+        return 0.0, 0, [0.0] * styles, [0] * styles
     was_training = model.training
     model.eval()
     device = context.device
-    state = model.init_state(count_rows, device)
+    first = batcher.first_styles()
+    first = None if first is None else to_device(first[rows], device)
+    state = model.init_state(count_rows, device, style=first)
     # Each window's sum is added in float64 on the device and read once at the end: the same
     # float as adding the windows' float32 sums on the host, without a wait per window.
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    style_totals = torch.zeros(styles, dtype=torch.float64, device=device)
+    style_counts = torch.zeros(styles, dtype=torch.int64)
     for whole in itertools.islice(batcher.windows(), max_windows):
         window = whole.rows(rows)
         resets = window.resets
         if reset_every is not None:
             positions = torch.arange(window.start, window.start + resets.size(0))
             resets = resets | (positions % reset_every == 0).view(-1, 1)
+        style = None if window.styles is None else to_device(window.styles, device)
         with context.autocast():
-            logits, state = model(to_device(window.inputs, device), state, resets)
-        total += token_nats(logits, window, device).sum().double()
+            logits, state = model(to_device(window.inputs, device), state, resets, style)
+        nats = token_nats(logits, window, device)
+        total += nats.sum().double()
         count += scored_tokens(window)
+        if styles:
+            # The style of each scored token, in the order token_nats keeps them (host).
+            ids = window.styles.flatten()[window.loss_mask.cpu().flatten()]
+            style_totals.index_add_(0, to_device(ids, device), nats.double())
+            style_counts += torch.bincount(ids, minlength=styles)
     model.train(was_training)
-    return float(total), count
+    return float(total), count, style_totals.tolist(), style_counts.tolist()
 
 
 def bits_per_char(nats_per_token: float, stream: TokenStream) -> float:

@@ -79,6 +79,14 @@ class StyleDesign(Choice):
     BOTH = "both"
 
 
+class StyleBy(Choice):
+    """Where each book's style label comes from (a model learns one style per label)."""
+
+    FILE = "file"  # the book's file name, without its suffix
+    FOLDER = "folder"  # the name of the folder the book is in
+    NONE = "none"  # every book one style: a model as before styles
+
+
 class Precision(Choice):
     AUTO = "auto"  # measured on this machine: see context.choose_precision
     BF16 = "bf16"
@@ -230,6 +238,14 @@ class TrainConfig(Described):
         f"{SAVE_STEPS} steps, but no sooner than {SAVE_SECONDS:g} seconds after the last save, "
         f"so a crash loses {SAVE_SECONDS:g} seconds or {SAVE_STEPS} steps, whichever is longer.",
     )
+    style_by: StyleBy = setting(
+        StyleBy.FILE,
+        "What a style is: file (each book's file name: pride-and-prejudice.txt is the style "
+        "pride-and-prejudice), folder (the folder a book is in: books/austen/*.txt are austen, "
+        "books/shelley/*.txt shelley), or none (one style, as one book). A catalogue name is its "
+        "own style. One model learns every style, and text can later be asked for in one of "
+        "them; with fewer than two styles the model is as without.",
+    )
     val_fraction: float = setting(0.1, "Share of each book held out for validation (its end).")
     val_batch_size: int = setting(16, "Validation's parallel streams (rows).")
     # So a huge corpus does not spend its budget evaluating; `bookgen eval` reads everything.
@@ -260,7 +276,8 @@ class TrainConfig(Described):
     given: tuple[str, ...] = setting((), "The settings given by hand, which sizing keeps.")
 
     def __post_init__(self) -> None:
-        _parse_choices(self, {"level": Level, "device": Device, "precision": Precision})
+        choices = {"level": Level, "device": Device, "precision": Precision, "style_by": StyleBy}
+        _parse_choices(self, choices)
         if self.steps is None and self.epochs is None and self.minutes is None:
             raise BookgenError("give a training budget: --steps, --epochs or --minutes")
         for name in ("steps", "epochs", "minutes"):

@@ -61,8 +61,9 @@ def forward_backward(
     device = context.device
     network.train()
     local = window.rows(world.rows(window.inputs.size(1))) if world.active else window
+    styles = None if local.styles is None else to_device(local.styles, device)
     with context.autocast():
-        logits, state = network(to_device(local.inputs, device), state, local.resets)
+        logits, state = network(to_device(local.inputs, device), state, local.resets, styles)
     nats = token_nats(logits, local, device)
     if not world.active:
         loss = nats.mean() if nats.numel() else logits.sum() * 0
@@ -111,10 +112,10 @@ def update(
 
 def carried(applied: torch.Tensor, after: State, before: State) -> State:
     """The state the next window starts from: the state after this window where the step was
-    applied, the state before it where it was skipped; values only (truncated BPTT)."""
-    return tuple(
-        torch.where(applied, a, b) for a, b in zip(detach_state(after), before, strict=True)
-    )
+    applied, the state before it where it was skipped; values only (truncated BPTT; `before`
+    may be an epoch's first state, a learned start with its graph)."""
+    pairs = zip(detach_state(after), detach_state(before), strict=True)
+    return tuple(torch.where(applied, a, b) for a, b in pairs)
 
 
 def weights_finite(model: torch.nn.Module) -> torch.Tensor:

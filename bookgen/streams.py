@@ -23,13 +23,20 @@ Every epoch shifts the window boundaries by a random offset (the first window is
 the model does not always see the same cut points. Every epoch uses each training token once as
 an input and once as a target; only the last few tokens (fewer than B) that do not fill a row are
 left out. At the start of each epoch (and of validation) all rows start from a zero state.
+
+Styles (a model of several authors or books): each document has a style, and each window
+carries the style of every input token (`Window.styles`, (T, B)). Where a row resets (`*`), it
+restarts from its new book's style's learned start, not zeros; and each epoch (and validation)
+starts every row from the learned start of its first token's style:
+
+    row 1:   a8 *b0  b1  b2      styles:  A  B  B  B      (a, b: books of styles A and B)
 """
 
 from __future__ import annotations
 
 import mmap
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -59,6 +66,23 @@ class TokenStream:
     starts: np.ndarray  # (D,) int64, offset of the first token of each document, ascending
     chars: int  # characters of cleaned text behind these tokens (for bits per character)
     unknown_chars: int = 0  # of those, characters the vocabulary could only read as unknown
+    # (D,) int64, the book (index among the corpus's books) each document is; None: the i-th
+    # document is book i. A book with no tokens in this stream has no document in it.
+    books: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.books is None:
+            object.__setattr__(self, "books", np.arange(len(self.starts), dtype=np.int64))
+
+    def document_styles(self, book_styles: Sequence[int]) -> np.ndarray:
+        """(D,) int64: the style of each document, from the style of each book."""
+        return np.asarray(book_styles, dtype=np.int64)[self.books]
+
+    def style_tokens(self, styles: int, document_styles: np.ndarray) -> list[int]:
+        """Tokens of each of `styles` styles in this stream (a style's share of the text)."""
+        lengths = np.diff(np.append(self.starts, len(self.tokens)))
+        counts = np.bincount(document_styles, weights=lengths, minlength=styles)
+        return [int(count) for count in counts]
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -83,6 +107,8 @@ class Window:
     resets: torch.Tensor  # (T, B) bool, on the host: zero the row's state before inputs[t]
     loss_mask: torch.Tensor  # (T, B) bool, on the host: False where the target starts a book
     start: int  # position of inputs[0] within each row
+    # (T, B) int64, on the host: the style of each input token's book; None: one style
+    styles: torch.Tensor | None = None
 
     def rows(self, rows: slice) -> Window:
         """The same window for some of the rows (one training process's share)."""
@@ -92,6 +118,7 @@ class Window:
             resets=self.resets[:, rows],
             loss_mask=self.loss_mask[:, rows],
             start=self.start,
+            styles=None if self.styles is None else self.styles[:, rows],
         )
 
 
@@ -106,9 +133,15 @@ class StreamBatcher:
 
     The rows are a (B, L) view of the stream (no copy); each window copies out its own (T, B)
     slice, so memory per step is O(B*T) whatever the length of the stream.
+
+    `styles` (D,) int64, the style of each document of the stream: each window then carries
+    the style of every input token (`Window.styles`), found by a binary search of the token's
+    position among the documents' starts. None (one style): no styles.
     """
 
-    def __init__(self, stream: TokenStream, batch_size: int, bptt: int) -> None:
+    def __init__(
+        self, stream: TokenStream, batch_size: int, bptt: int, styles: np.ndarray | None = None
+    ) -> None:
         if batch_size < 1 or bptt < 1:
             raise BookgenError("batch size and bptt must be at least 1")
         if len(stream) < 2:
@@ -128,6 +161,9 @@ class StreamBatcher:
         # (column, row) pairs sorted by column, so a window finds its own with a binary search.
         self._resets = _by_column(stream.starts, used, length)
         self._masked = _by_column(stream.starts - 1, used, length)
+        if styles is not None and len(styles) != len(stream.starts):
+            raise ValueError(f"{len(styles)} styles for {len(stream.starts)} documents")
+        self.styles = None if styles is None else np.asarray(styles, dtype=np.int64)
         self._on_device: tuple[torch.Tensor, torch.Tensor] | None = None  # see `keep_on`
 
     def keep_on(self, device: torch.device) -> bool:
@@ -189,7 +225,24 @@ class StreamBatcher:
             resets=_flags(self._resets, begin, end, shape),
             loss_mask=~_flags(self._masked, begin, end, shape),
             start=begin,
+            styles=self.styles_at(begin, end),
         )
+
+    def styles_at(self, begin: int, end: int) -> torch.Tensor | None:
+        """(end - begin, B) int64: the style of the token at each of columns [begin, end) of
+        every row (its document's); None without styles."""
+        if self.styles is None:
+            return None
+        rows = np.arange(self.batch_size, dtype=np.int64) * self.row_length
+        positions = rows[None, :] + np.arange(begin, end, dtype=np.int64)[:, None]  # (T, B)
+        documents = np.searchsorted(self.stream.starts, positions, side="right") - 1
+        return torch.from_numpy(self.styles[np.maximum(documents, 0)])
+
+    def first_styles(self) -> torch.Tensor | None:
+        """(B,) int64: the style of each row's first token, which an epoch's first state is
+        the learned start of; None without styles."""
+        found = self.styles_at(0, 1)
+        return None if found is None else found[0]
 
     def windows_per_epoch(self, epoch: int = 0, random_seed: int = 0) -> int:
         return len(self.window_starts(epoch, random_seed))

@@ -10,8 +10,9 @@ segment.py, this file) and how the books are
 read (a forced encoding, kept markup): a changed book, setting or cleaning rule never
 reads an old entry. An entry is a folder, renamed into place whole once written:
 
-    meta.json    dtype, tokenizer JSON, per part its length, document starts (offsets),
-                 characters and unknown characters, and the books' record for the checkpoint
+    meta.json    dtype, tokenizer JSON, per part its length, document starts (offsets) and
+                 the book each start is of (a book may have no tokens in a part), characters
+                 and unknown characters, and the books' record for the checkpoint
     train.bin    the training tokens end to end, raw little-endian unsigned ints
     val.bin      the validation tokens (absent when the corpus is not split)
 
@@ -46,7 +47,8 @@ from bookgen.files import atomic_folder
 from bookgen.streams import TokenStream, token_dtype
 from bookgen.tokenizer import CharTokenizer, Tokenizer, WordTokenizer, tokenizer_from_json
 
-FORMAT = 1
+# 2: each part records the book of each document start ("books"); entries of format 1 miss.
+FORMAT = 2
 PIECE_CHARS = 1 << 23  # text tokenized at a time (numpy's arrays for it stay a few times this)
 # Every file whose change changes the tokens: how books are read, cleaned and tokenized.
 _CODE = (
@@ -217,7 +219,11 @@ def _open_stream(path: Path, dtype: np.dtype, info: dict) -> TokenStream:
         raise ValueError(f"{path} is not {length} tokens long")
     tokens = np.memmap(path, dtype=dtype, mode="r") if length else np.zeros(0, dtype)
     starts = np.asarray(info["starts"], dtype=np.int64)
-    return TokenStream(tokens, starts, int(info["chars"]), int(info["unknown_chars"]))
+    books = np.asarray(info["books"], dtype=np.int64)
+    if len(books) != len(starts):
+        raise ValueError(f"{path}: {len(starts)} document starts but {len(books)} books")
+    chars, unknown = int(info["chars"]), int(info["unknown_chars"])
+    return TokenStream(tokens, starts, chars, unknown, books=books)
 
 
 def _remove_abandoned(root: Path, older_than_s: float = 24 * 3600) -> None:
@@ -247,11 +253,13 @@ class _Part:
 
     def __post_init__(self) -> None:
         self.starts: list[int] = []  # offset of each book's first token in this stream
+        self.books: list[int] = []  # which book (its index among all) each start begins
         self._book = -1
 
     def add(self, book: int, ids: np.ndarray, chars: int) -> None:
         if book != self._book and len(ids):
             self.starts.append(self.length)
+            self.books.append(book)
             self._book = book
         self.file.write(ids.tobytes())
         self.length += len(ids)
@@ -261,6 +269,7 @@ class _Part:
         return {
             "length": self.length,
             "starts": self.starts,
+            "books": self.books,
             "chars": self.chars,
             "unknown_chars": self.unknown_chars,
         }

@@ -19,7 +19,7 @@ import dataclasses
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +40,7 @@ from bookgen.events import (
     TrainingInterrupted,
     TrainResult,
 )
-from bookgen.run import Books, open_run
+from bookgen.run import Books, first_state, open_run
 from bookgen.saving import RunSaver
 from bookgen.schedule import RunClock, budget_used, evaluation_reserve, learning_rate
 from bookgen.scoring import bits_per_char
@@ -74,19 +74,24 @@ class Trainer:
         force: bool = False,
         resume: bool = False,
         world: World = SINGLE,
+        labels: Sequence[str] | None = None,
     ) -> None:
         self.created = time.perf_counter()  # --minutes counts from here: reading is included
         self.out, self.world = Path(out), world  # world: this process among several (torchrun)
         self.emit = (on_event or _quiet) if world.is_main else _quiet
         run = open_run(
             books, model_options, config, self.out, world, self.emit,
-            started=self.created, resume=resume, force=force,
+            started=self.created, resume=resume, force=force, labels=labels,
         )  # fmt: skip
         self.config, self.data, self.batcher = run.config, run.data, run.batcher
         self.model, self.network, self.optimizer = run.model, run.network, run.optimizer
         self.context, self.progress, self.state = run.context, run.progress, run.state
         self.started = run.started(self.out, [book.name for book in books])
-        self.validation = Validation(self.data.val, self.config, world, self.context.device)
+        self.styles = run.styles  # names in id order, each book's id (one style: count 0)
+        self.validation = Validation(
+            self.data.val, self.config, world, self.context.device, self.styles.names,
+            self.styles.of_documents(self.data.val),
+        )  # fmt: skip
         # Books given as text (from Python) are indexed for the copy guard from that text.
         texts = [book.text for book in books if isinstance(book, Document)]
         self.saver = RunSaver(self.out, world, run, texts if len(texts) == len(books) else None)
@@ -151,13 +156,14 @@ class Trainer:
 
     def _windows(self) -> Iterator[Window]:
         """The windows from where the run stands, epoch after epoch, without end."""
-        p, rows = self.progress, self.state[0].size(1)  # state: (layers, rows, hidden) each
+        p = self.progress
         while True:
             yield from self.batcher.windows(p.epoch, self.config.random_seed, p.position)
             # The epoch is over: rows jump back to the start of their streams, so the carried
-            # state no longer matches the text and starts again from zero.
+            # state no longer matches the text and starts again: from zero, or from the learned
+            # start of each row's first style.
             p.epoch, p.position = p.epoch + 1, 0
-            self.state = self.model.init_state(rows, self.context.device)
+            self.state = first_state(self.model, self.batcher, self.world, self.context.device)
 
     def _step(self, window: Window, lr: float) -> tuple[Tensor, Tensor, Agreement]:
         """One window forward and back, the processes' agreement, the update: the loss and
@@ -258,7 +264,7 @@ class Trainer:
     ) -> None:
         self._read_back()  # the training loss of the steps since the last evaluation
         p = self.progress
-        val_loss = self.validation.loss(self.model, self.context)
+        val_loss, by_style = self.validation.losses(self.model, self.context)
         is_best = p.best_val_loss is None or val_loss < p.best_val_loss
         p.last_eval_step, p.last_eval_used = p.step, used
         if is_best:
@@ -270,6 +276,7 @@ class Trainer:
             "train_loss": p.loss_sum / p.loss_count if p.loss_count else None,
             "val_loss": val_loss,
             "val_bits_per_char": bits_per_char(val_loss, self.data.val),
+            **({"val_loss_by_style": by_style} if by_style else {}),
             "lr": lr,
             "elapsed_s": round(p.elapsed_s, 3),
             "tokens_per_s": round(rate, 1),

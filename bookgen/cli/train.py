@@ -26,13 +26,21 @@ from bookgen.cli.options import (
     field_option,
     given,
 )
-from bookgen.settings import DEFAULT_MINUTES, ModelConfig, Precision, TrainConfig
+from bookgen.settings import (
+    DEFAULT_MINUTES,
+    ModelConfig,
+    Precision,
+    StyleBy,
+    StyleDesign,
+    TrainConfig,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress  # imported when a run starts, not for --help
 
 BUDGET = "Budget (stops at whichever comes first)"
 WORDS = "Word level"
+STYLES = "Styles"
 
 SIZES = ", ".join(f"{layers} x {hidden}" for layers, hidden in LADDER)
 SIZING = (
@@ -120,6 +128,10 @@ def train(
     checkpoint_every: Annotated[
         int | None, _train("checkpoint_every")
     ] = TrainConfig.checkpoint_every,
+    style_by: Annotated[StyleBy, _train("style_by", STYLES)] = TrainConfig.style_by,
+    style_design: Annotated[
+        StyleDesign, field_option(ModelConfig, "style_design", rich_help_panel=STYLES)
+    ] = ModelConfig.style_design,
     val_fraction: Annotated[float, _train("val_fraction")] = TrainConfig.val_fraction,
     random_seed: Annotated[int, _train("random_seed")] = TrainConfig.random_seed,
     device: DeviceOption = TrainConfig.device,
