@@ -85,8 +85,7 @@ def parse_style(spec: str, styles: list[Style], one_style: str | None = None) ->
     if not styles:
         named = f" ({one_style})" if one_style else ""
         raise BookgenError(
-            f"this model was trained on one style{named}, so it takes no style: "
-            f"leave out the style ({spec!r} was given)"
+            f"this model was trained on one style{named}, so it takes no style ({spec!r} given)"
         )
     names = [style.name for style in styles]
     weights = dict.fromkeys(names, 0.0)
