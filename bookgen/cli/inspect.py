@@ -242,7 +242,7 @@ def styles(checkpoint: CheckpointOption = None) -> None:
         named = f" ({one_style})" if one_style else ""
         print(f"{folder}: this model has one style{named}: it writes in it, and takes no --style")
         return
-    table = Table(title=f"bookgen styles: {folder}")
+    table = Table(title=f"bookgen styles of {folder.name}", show_edge=False, pad_edge=False)
     table.add_column("style")
     table.add_column("share", justify="right")
     table.add_column("val loss", justify="right")
