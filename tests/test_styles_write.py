@@ -62,6 +62,15 @@ def styled_model(cell: str = "lstm", steps: int = 60) -> RecurrentLM:
     return model.eval()
 
 
+def random_styled_model(cell: str) -> RecurrentLM:
+    """Untrained, with style starts and vectors that matter."""
+    model = styled_model(cell, steps=0)
+    with torch.no_grad():
+        model.style_starts.normal_(generator=torch.Generator().manual_seed(1))
+        model.style_vectors.normal_(generator=torch.Generator().manual_seed(2))
+    return model
+
+
 def random_words(ids: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
     """(length + 1, B) token ids: per row, letters of its style's pair, a space now and then."""
     letters = torch.randint(0, 2, (length + 1, len(ids)), generator=generator)
@@ -154,6 +163,13 @@ def test_a_prime_then_a_stream_keeps_the_style(model):
     primed = writer.prime(" ", primed)  # more text read: the style stays
     second = "".join(writer.stream(primed, settings, torch.Generator().manual_seed(3)))
     assert letters_of(first + second) == LETTERS["xyz"]
+    # A copy writes what the original does (on a model whose style vectors weigh: the one here
+    # learned its styles mostly in its starts).
+    writer = TextGenerator(random_styled_model("lstm"), CharTokenizer(ALPHABET), styles=STYLES)
+    snapshot = writer.prime("ab", style="xyz")
+    hot = SamplingSettings(length=100, temperature=1.0, max_copy=0)
+    from_copy = "".join(writer.stream(snapshot.copy(), hot, torch.Generator().manual_seed(4)))
+    assert from_copy == "".join(writer.stream(snapshot, hot, torch.Generator().manual_seed(4)))
 
 
 def test_a_mix_of_one_style_is_that_style(model):
@@ -180,10 +196,7 @@ def test_no_style_starts_from_the_share_weighted_mix(model):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("fold", [True, False])
 def test_the_step_kernel_in_a_style_gives_the_forward_paths_logits(cell, fold):
-    model = styled_model(cell, steps=0)
-    with torch.no_grad():  # untrained, but with starts and vectors that matter
-        model.style_starts.normal_(generator=torch.Generator().manual_seed(1))
-        model.style_vectors.normal_(generator=torch.Generator().manual_seed(2))
+    model = random_styled_model(cell)
     style = torch.tensor([0.3, 0.7])
     tokens = torch.randint(1, len(ALPHABET) + 1, (30,), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -218,25 +231,26 @@ def test_the_fast_stream_writes_what_the_forward_path_writes_in_a_style(model):
     assert fast == writer.tokenizer.decode(out)
 
 
-def test_the_device_blocks_write_in_the_style(model, monkeypatch):
+@pytest.mark.parametrize("trained", [True, False])
+def test_the_device_blocks_write_in_the_style(model, trained, monkeypatch):
     """device_sampler.py op by op on the CPU: the same text as the CPU sampler from the same
-    noise, in each style (the style lives in the kernel the blocks step with)."""
+    noise, in each style (the style lives in the kernel the blocks step with): on the trained
+    model, each style's letters; on a random one, whose style vectors weigh, the same text."""
     monkeypatch.setattr(device_sampler, "BLOCK", 7)
+    model = model if trained else random_styled_model("lstm")
     settings = SamplingSettings(length=40, max_copy=0, temperature=1.0)
     for name in ("abc", "xyz"):
         on_device = TextGenerator(model, CharTokenizer(ALPHABET), styles=STYLES)
         on_device.draw_on_device, on_device.capture_graphs = True, False
-        ours = "".join(
-            on_device.stream(
-                on_device.prime("", style=name), settings, torch.Generator().manual_seed(3)
-            )
-        )
+        primed = on_device.prime("", style=name)
+        ours = "".join(on_device.stream(primed, settings, torch.Generator().manual_seed(3)))
         cpu = TextGenerator(model, CharTokenizer(ALPHABET), styles=STYLES)
         noise = device_sampler.device_generators(
             torch.Generator().manual_seed(3), torch.device("cpu")
         )
         theirs = "".join(cpu.stream(cpu.prime("", style=name), settings, noise[0]))
-        assert ours == theirs and letters_of(ours) <= LETTERS[name], name
+        assert ours == theirs, name
+        assert letters_of(ours) == LETTERS[name] if trained else len(set(ours)) > 2
 
 
 def test_a_model_without_styles_refuses_one():
