@@ -27,10 +27,11 @@ from pathlib import Path
 
 from bookgen.errors import BookgenError
 
+# --style's help (sample, chat); "\\[" because typer's rich help reads [...] as markup.
 STYLE_HELP = (
     "The style to write in, for a model trained on several (bookgen styles lists them): a "
     "name (austen), or a mix of names with weights (austen=0.7,shelley=0.3), which must not be "
-    "negative and are scaled to sum 1; a name alone weighs 1. [default: the mix of the styles "
+    "negative and are scaled to sum 1; a name alone weighs 1. \\[default: the mix of the styles "
     "weighted by their share of the training text]"
 )
 

@@ -242,7 +242,7 @@ def styles(checkpoint: CheckpointOption = None) -> None:
         named = f" ({one_style})" if one_style else ""
         print(f"{folder}: this model has one style{named}: it writes in it, and takes no --style")
         return
-    table = Table(title=f"bookgen styles of {folder.name}", show_edge=False, pad_edge=False)
+    table = Table(show_edge=False, pad_edge=False)
     table.add_column("style")
     table.add_column("share", justify="right")
     table.add_column("val loss", justify="right")
@@ -250,6 +250,7 @@ def styles(checkpoint: CheckpointOption = None) -> None:
         loss = f"{row.val_loss:.4f}" if row.val_loss is not None else "-"
         table.add_row(row.name, f"{row.share:.1%}", loss)
     console = Console()
+    console.print(f"{folder}: {len(rows)} styles", markup=False, soft_wrap=True)
     console.print(table)
     console.print(
         "share: of the training tokens; val loss: nats per token on the style's held-out text; "
