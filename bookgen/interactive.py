@@ -271,6 +271,8 @@ def chat_main(
     console = Console(highlight=False)
     where = writer.checkpoint.path if writer.checkpoint is not None else checkpoint
     banner = f"bookgen chat with {where}: type text and the model continues it; /help for commands"
+    if story.style is not None:
+        banner += f"; style {style_text(story)} (/style to change it)"
     console.print(banner, style="bold", markup=False, soft_wrap=True)  # one line, however wide
     return run_chat(story, _terminal_reader(), console, True)
 
