@@ -21,6 +21,9 @@ op by op, silently. The graph and the ops compute the same numbers with the same
 text does not depend on whether a graph ran: the same random seed gives the same text on a given
 device. (It is not the CPU sampler's text: other random numbers, and a GPU's arithmetic.)
 
+Styles: a style's vector is folded into the step kernel's layer-0 bias (sampler.py), and a runner
+steps with the kernel of the stream's style, so the blocks write in it with nothing added here.
+
 Randomness: `noise[i]` is the Exp(1) noise of `choose_token`'s Gumbel-max draw for position i,
 filled a block at a time from a generator seeded from the caller's; a redraw takes its noise from
 a second one. Nothing here depends on CUDA: on the CPU the same code runs op by op (the tests).

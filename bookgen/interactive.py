@@ -21,6 +21,7 @@ from rich.console import Console
 from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.sampler import SamplingSettings, load
 from bookgen.story import Story
+from bookgen.styles import describe
 
 PROMPT = "> "
 MODEL_STYLE = "cyan"  # the model's text; the user's stays in the terminal's own colour
@@ -56,8 +57,11 @@ Your text is read exactly as typed and joined straight onto the story: "It was" 
 mid-sentence; start with a space to begin a new word, type \\n for a line break, and // for a
 text that starts with /. An empty line lets the model go on.
 {_settings_help()}
+  /style SPEC     write in style SPEC from now on: a name (austen) or a mix of them
+                  (austen=0.7,shelley=0.3); the story so far is read again in it; bookgen styles
+                  lists a model's styles; /style alone shows the style
   /retry          write the last continuation again, with new draws
-  /undo           take back the last turn, yours and the model's
+  /undo           take back the last turn, yours and the model's, or the last /style
   /reset          forget the story and start a new one
   /save FILE      write the story so far to FILE
   /quit           end the session (so do Ctrl-D, and Ctrl-C at an empty prompt)
@@ -76,10 +80,15 @@ def command(story: Story, line: str) -> str | Generator[str, None, None]:
     argument = argument.strip()
     if name in SETTING_COMMANDS:
         return change_setting(story, name, argument)
+    if name == "/style":
+        return change_style(story, argument)
     if name == "/retry":
         return story.retry()
     if name == "/undo":
+        style = story.style
         story.undo()
+        if story.style is not style:
+            return f"undone: the style is back to {style_text(story)}"
         return f"undone: the story is back to {len(story.text):,} characters"
     if name == "/reset":
         story.reset()
@@ -113,6 +122,21 @@ def change_setting(story: Story, name: str, argument: str) -> str:
             f"never more than {value} characters of the book word for word" if value else "off"
         )
     return f"{label} {value:g}"
+
+
+def change_style(story: Story, argument: str) -> str:
+    """/style austen=0.7,shelley=0.3: write in that style from now on (none: only show it)."""
+    if argument:
+        story.restyle(argument)
+        read = f"; the story so far ({len(story.text):,} characters) read again in it"
+        return f"style {style_text(story)}" + (read if story.text else "")
+    return f"style {style_text(story)}"
+
+
+def style_text(story: Story) -> str:
+    if story.style is None:
+        return "the model's own (it was trained on one style)"
+    return describe(story.style.tolist(), story.writer.styles)
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -232,19 +256,23 @@ def chat_main(
     checkpoint: Path | None = None,
     random_seed: int | None = None,
     settings: SamplingSettings | None = None,
+    style: str | None = None,
 ) -> int:
     """`bookgen chat`: a session in the terminal, or line by line from a pipe. Returns 0.
 
-    Raises BookgenError for bad settings or a checkpoint that cannot be loaded.
+    Raises BookgenError for bad settings, a style the model does not know or a checkpoint that
+    cannot be loaded.
     """
     writer = load(checkpoint)
-    story = Story(writer, settings, random_seed)  # a missing book is said now, not mid-story
+    story = Story(writer, settings, random_seed, style)  # a missing book is said now, not mid-story
     if not sys.stdin.isatty():
         # stdout carries only the story, so it can be piped on; messages go to stderr.
         return run_chat(story, _read_piped_line, sys.stdout, False, Console(stderr=True))
     console = Console(highlight=False)
     where = writer.checkpoint.path if writer.checkpoint is not None else checkpoint
     banner = f"bookgen chat with {where}: type text and the model continues it; /help for commands"
+    if story.style is not None:
+        banner += f"; style {style_text(story)} (/style to change it)"
     console.print(banner, style="bold", markup=False, soft_wrap=True)  # one line, however wide
     return run_chat(story, _terminal_reader(), console, True)
 

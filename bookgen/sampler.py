@@ -5,6 +5,13 @@ hidden state holds the seed's context; the first new token is drawn from the dis
 the seed's *last* token. From then on each drawn token is fed back in. Randomness comes only
 from an explicit `torch.Generator`, so the same random seed gives the same text on a given
 device. On a GPU the tokens are drawn on the device, a block at a time (device_sampler.py).
+
+Styles. A model trained on several styles writes in the style asked for (`style=`, a spec of
+styles.py: "austen" or "austen=0.7,shelley=0.3"), or from the neutral mix of them all. The style
+is mixing weights (S,): the state starts from `model.init_state(1, style=...)` and every step
+adds the style's vector to its input. The step kernel folds that vector's contribution into
+layer 0's input bias, so the fast step and the device's blocks write in the style with no work
+per token. A `Primed` carries its style: what is read or written after it keeps it.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ import torch
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from bookgen.context import RunContext, inference_context, resolve_device
 from bookgen.device_sampler import BlockRunner, device_generators, settings_key, write
-from bookgen.errors import BookgenWarning
+from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.guard import CopyGuard, CopyRun, load_guard
 from bookgen.model import RecurrentLM, State
 from bookgen.settings import SamplingSettings  # declared there, away from torch (for --help)
+from bookgen.styles import Style, model_styles, neutral_weights, one_style_name, parse_style
 from bookgen.tokenizer import UNK_ID, StreamDecoder, Tokenizer
 
 DEFAULTS = SamplingSettings()
@@ -78,18 +86,21 @@ class Primed:
     logits: torch.Tensor  # (V,)
     decoder: StreamDecoder | None = None  # writes tokens as text, knowing what came before
     copy_run: CopyRun | None = None  # the model's own latest tokens, for the copy guard
+    style: torch.Tensor | None = None  # (S,) mixing weights; None: a model without styles
 
     def copy(self) -> Primed:
         """A snapshot that later generation (which advances a Primed in place) cannot touch."""
         state = tuple(s.clone() for s in self.state)
         run = self.copy_run.copy() if self.copy_run is not None else None
-        return Primed(state, self.logits.clone(), copy.deepcopy(self.decoder), run)
+        return Primed(state, self.logits.clone(), copy.deepcopy(self.decoder), run, self.style)
 
 
 # Layer 0's input projection is folded into a (V, G*H) table when that table is at most this many
 # times the size of W_ih itself: always for characters, never for a 30,000-word vocabulary, whose
 # table would take hundreds of megabytes and a long matrix product to build.
 FOLD_LIMIT = 4
+# Styled step kernels a writer keeps (chat's /style goes back and forth between a few).
+STYLED_KERNELS = 8
 
 
 class StepKernel:
@@ -105,6 +116,8 @@ class StepKernel:
 
     G = 4 for an LSTM (gates i, f, g, o) and 3 for a GRU (r, z, n, whose b_hn stays with W_hn h
     inside r * (W_hn h + b_hn)). Steps run in fp32, whatever precision the model trained in.
+    A style's vector v adds v @ W_ih^T to layer 0's input gates at every step: `styled` folds
+    that constant into the biases (and the table).
     The weights are copied as they are when the kernel is built: `matches` tells whether the
     model's still are (a model under training moves on).
     """
@@ -149,6 +162,8 @@ class StepKernel:
     def weights_version(model: RecurrentLM) -> tuple:
         """Changes whenever a weight the kernel reads does: replaced, or updated in place."""
         tensors = [model.embedding.weight, model.output.weight, model.output.bias]
+        if model.style_vectors is not None:
+            tensors.append(model.style_vectors)
         for layer in model.layers:
             tensors += [
                 getattr(layer, f"{n}_l0") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -157,6 +172,22 @@ class StepKernel:
 
     def matches(self, model: RecurrentLM) -> bool:
         return self.version == self.weights_version(model)
+
+    def styled(self, model: RecurrentLM, style: torch.Tensor | None) -> StepKernel:
+        """This kernel writing in `style` ((S,) mixing weights): the style's vector v = style @
+        model.style_vectors (E,) adds v @ W_ih^T (G*H,) to layer 0's input gates at every step,
+        so that is added once to layer 0's input bias and to the table. The other weights are
+        this kernel's own, shared. Itself for no style or a model without style vectors."""
+        if style is None or model.style_vectors is None:
+            return self
+        device = self.output_weight.device
+        vector = style.to(device, torch.float32) @ model.style_vectors.detach().float()
+        gates = vector @ self.input_weights[0]  # (G*H,)
+        kernel = copy.copy(self)
+        kernel.input_biases = [self.input_biases[0] + gates, *self.input_biases[1:]]
+        if self.table is not None:
+            kernel.table = self.table + gates
+        return kernel
 
     def slot(self, state: State | None = None, logits_row: torch.Tensor | None = None) -> Slot:
         """Buffers for one step's results and its scratch work (the state and the (1, V) logits
@@ -254,12 +285,24 @@ class TextGenerator:
         tokenizer: Tokenizer,
         context: RunContext | None = None,
         checkpoint: Checkpoint | None = None,
+        styles: list[Style] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.context = context or RunContext(next(model.parameters()).device)
         self.checkpoint = checkpoint
+        # The styles the model knows, by name (styles.py): the checkpoint's, or `styles`; a
+        # styled model with neither gets the names "1", "2", ... and equal shares.
+        manifest = checkpoint.manifest if checkpoint is not None else {}
+        if styles is None:
+            styles = model_styles(manifest)
+        count = model.config.styles
+        if count > 1 and len(styles) != count:
+            styles = [Style(str(index + 1), 1 / count) for index in range(count)]
+        self.styles: list[Style] = styles if count > 1 else []
+        self.one_style = one_style_name(manifest)  # a one-style model's style, if recorded
         self._kernel: StepKernel | None = None
+        self._styled: dict[tuple[float, ...], StepKernel] = {}  # style's weights -> its kernel
         self._guards: dict[int, CopyGuard | None] = {}  # max_copy -> its guard
         # On a GPU the draw runs on the device, the tokens are read back a block at a time and
         # the block is replayed as a CUDA graph (device_sampler.py). On the CPU the loop in
@@ -272,9 +315,36 @@ class TextGenerator:
     def from_checkpoint(cls, checkpoint: Checkpoint, context: RunContext) -> TextGenerator:
         return cls(checkpoint.model.eval(), checkpoint.tokenizer, context, checkpoint)
 
+    def style_weights(self, style: str | torch.Tensor | None = None) -> torch.Tensor | None:
+        """The mixing weights (S,) on the model's device that `style` stands for: a spec
+        ("austen", "austen=0.7,shelley=0.3"; styles.py), weights (S,) as they are, or None: the
+        neutral mix, the styles weighted by their shares. None for a model without styles, which
+        refuses a style (BookgenError, one line)."""
+        if isinstance(style, str):
+            weights = parse_style(style, self.styles, self.one_style)
+        elif style is None:
+            if not self.styles:
+                return None
+            weights = neutral_weights(self.styles)
+        else:
+            if not self.styles:
+                parse_style("weights", self.styles, self.one_style)  # raises: one style
+            weights = style
+        weights = torch.as_tensor(weights, dtype=torch.float32).flatten()
+        if weights.numel() != len(self.styles):
+            raise BookgenError(
+                f"style weights: {weights.numel()} given, the model has {len(self.styles)} styles"
+            )
+        return weights.to(self.context.device)
+
     @torch.no_grad()
-    def prime(self, text: str, primed: Primed | None = None) -> Primed:
-        """Run `text` through the model, starting from `primed` (or a fresh state)."""
+    def prime(
+        self, text: str, primed: Primed | None = None, style: str | torch.Tensor | None = None
+    ) -> Primed:
+        """Run `text` through the model, starting from `primed` (or a fresh state in `style`,
+        see `style_weights`). A `primed` keeps its own style: give `style` only without one."""
+        if primed is not None and style is not None:
+            raise ValueError("prime: a primed state keeps its style; give a style only to start")
         if not text and primed is None:
             # Nothing to read: start as at the beginning of a line, if the book has lines.
             text = "" if self.tokenizer.unknown("\n") else "\n"
@@ -288,7 +358,12 @@ class TextGenerator:
             )
         ids = self.tokenizer.encode(text)
         device = self.context.device
-        state = primed.state if primed is not None else self.model.init_state(1, device)
+        weights = primed.style if primed is not None else self.style_weights(style)
+        batch_style = weights[None] if weights is not None else None  # (1, S): one row
+        if primed is not None:
+            state = primed.state
+        else:
+            state = self.model.init_state(1, device, style=batch_style)
         if not ids:
             if primed is not None:
                 return primed
@@ -299,10 +374,10 @@ class TextGenerator:
             decoder.push(token)  # the seed is already written; the decoder only learns context
         tokens = torch.tensor(ids, dtype=torch.long, device=device).view(-1, 1)
         with self.context.autocast():
-            logits, state = self.model(tokens, state)
+            logits, state = self.model(tokens, state, style=batch_style)
         # Text read from outside (a seed, the user's turn) is not the model's: copying starts
         # counting again after it.
-        return Primed(state, logits[-1, 0].float(), decoder)
+        return Primed(state, logits[-1, 0].float(), decoder, style=weights)
 
     def prime_written(self, text: str, primed: Primed, max_copy: int) -> Primed:
         """Read `text` that the model itself wrote, from `primed` (taken over, as by `prime`).
@@ -339,11 +414,11 @@ class TextGenerator:
         # What is written unguarded is not counted: a later guarded stream starts afresh.
         run = primed.copy_run = guard.resume(primed.copy_run) if guard is not None else None
         if self.draw_on_device:
-            runner = self.device_runner(settings)
+            runner = self.device_runner(settings, primed.style)
             generators = device_generators(generator, runner.device)
             yield from write(runner, primed, settings, generators, guard, run)
             return
-        kernel = self.step_kernel()
+        kernel = self.step_kernel(primed.style)
         slots = (kernel.slot(), kernel.slot())
         state = tuple(s.float() for s in primed.state)  # a bf16 forward may have left bf16
         for index in range(settings.length):
@@ -382,16 +457,29 @@ class TextGenerator:
             )
         return self._guards[max_copy]
 
-    def step_kernel(self) -> StepKernel:
-        """The fast step for the model's weights as they are now (rebuilt when they change)."""
+    def step_kernel(self, style: torch.Tensor | None = None) -> StepKernel:
+        """The fast step for the model's weights as they are now (rebuilt when they change), in
+        `style` ((S,) weights; None: no style vector). Kept per style: the same style gets the
+        same kernel (and the device its runner and graph)."""
         if self._kernel is None or not self._kernel.matches(self.model):
             self._kernel = StepKernel(self.model)
-        return self._kernel
+            self._styled.clear()
+        if style is None or self.model.style_vectors is None:
+            return self._kernel
+        key = tuple(style.tolist())
+        if key not in self._styled:
+            if len(self._styled) >= STYLED_KERNELS:
+                del self._styled[next(iter(self._styled))]  # the oldest
+            self._styled[key] = self._kernel.styled(self.model, style)
+        return self._styled[key]
 
-    def device_runner(self, settings: SamplingSettings) -> BlockRunner:
-        """The block runner for the model's weights and these settings: the one kept from the
-        last stream, with its graph, or a new one (not kept while the kept one is in use)."""
-        kernel = self.step_kernel()
+    def device_runner(
+        self, settings: SamplingSettings, style: torch.Tensor | None = None
+    ) -> BlockRunner:
+        """The block runner for the model's weights, these settings and this style: the one kept
+        from the last stream, with its graph, or a new one (not kept while the kept one is in
+        use)."""
+        kernel = self.step_kernel(style)
         kept = self._runner
         if kept is not None and not kept.busy:
             if kept.kernel is kernel and kept.key == settings_key(settings):
@@ -410,17 +498,19 @@ class TextGenerator:
         top_p: float = DEFAULTS.top_p,
         random_seed: int | None = None,
         max_copy: int = DEFAULTS.max_copy,
+        style: str | torch.Tensor | None = None,
     ) -> Iterator[str]:
         """Prime with the whole `seed`, then yield the continuation piece by piece.
 
         `seed` is the text to continue; `random_seed` fixes the draws (the same one gives the
-        same text). The settings are those of `SamplingSettings`.
+        same text). The settings are those of `SamplingSettings`. `style`, for a model trained
+        on several: "austen", or a mix "austen=0.7,shelley=0.3" (see `style_weights`).
         """
         settings = SamplingSettings(
             length=length, temperature=temperature, top_k=top_k, top_p=top_p, max_copy=max_copy
         )
         generator = make_generator(random_seed)
-        return self.stream(self.prime(seed), settings, generator)
+        return self.stream(self.prime(seed, style=style), settings, generator)
 
 
 def make_generator(random_seed: int | None) -> torch.Generator:

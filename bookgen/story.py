@@ -7,7 +7,13 @@ state after everything before, so a long story costs no more per turn than a sho
     turn 2:  s2 --read " times"--> s3 --write ", it was"--> s4        (never re-reads turn 1)
 
 Every turn keeps two snapshots: the state before it (for `undo`) and the state after the
-user's text (for `retry`). What a person types and sees (slash commands, help, the terminal)
+user's text (for `retry`).
+
+A model trained on several styles writes the story in `style` (mixing weights, sampler.py). A
+style's learned start matters only at the story's beginning, so a change of style (`restyle`)
+reads the story so far again from the new style's start: the state is then the one the model
+would have reached writing in that style. A change of style is a step of its own, which `undo`
+takes back. What a person types and sees (slash commands, help, the terminal)
 is interactive.py's; here are only the text, the state and the settings.
 """
 
@@ -30,7 +36,8 @@ class Snapshot:
 
     before: Primed | None  # the state before the user's text (None: fresh)
     transcript_length: int  # transcript entries before the turn
-    after_user: Primed  # the state after the user's text, before the continuation
+    after_user: Primed | None  # the state after the user's text (None: a change of style)
+    style: torch.Tensor | None  # the style before the turn
 
 
 class Story:
@@ -41,8 +48,11 @@ class Story:
         writer: TextGenerator,
         settings: SamplingSettings | None = None,
         random_seed: int | None = None,
+        style: str | None = None,
     ) -> None:
         self.writer = writer
+        # (S,) mixing weights: `style`, or the neutral mix (None for a model without styles).
+        self.style: torch.Tensor | None = writer.style_weights(style)
         self.use(settings or SamplingSettings())  # `length` is per turn
         self.generator: torch.Generator = make_generator(random_seed)
         self.primed: Primed | None = None  # None: the model has read nothing yet
@@ -71,7 +81,8 @@ class Story:
         snapshot = Snapshot(
             before=self.primed.copy() if self.primed is not None else None,
             transcript_length=len(self.transcript),
-            after_user=self.writer.prime(user_text, self.primed).copy(),
+            after_user=self._read(user_text).copy(),
+            style=self.style,
         )
         # Only now, with the text read, does anything change (a Ctrl-C above changes nothing).
         self.snapshots.append(snapshot)
@@ -82,8 +93,10 @@ class Story:
         """Drop the last continuation and draw a new one from the same state."""
         if not self.snapshots:
             raise BookgenError("nothing to retry yet")
-        self._stop_writing()
         snapshot = self.snapshots[-1]
+        if snapshot.after_user is None:
+            raise BookgenError("the style changed after the last continuation: /undo takes it back")
+        self._stop_writing()
         del self.transcript[snapshot.transcript_length + 1 :]  # keep the user's text
         return self._write_from(snapshot.after_user)
 
@@ -95,6 +108,21 @@ class Story:
         snapshot = self.snapshots.pop()
         del self.transcript[snapshot.transcript_length :]
         self.primed = snapshot.before.copy() if snapshot.before is not None else None
+        self.style = snapshot.style
+
+    def restyle(self, style: str | torch.Tensor | None) -> None:
+        """Write from now on in `style` (a spec, weights, or None: the neutral mix; see
+        `TextGenerator.style_weights`), the story so far read again from its start. Raises
+        BookgenError (one line, nothing changed) for a style the model does not know."""
+        weights = self.writer.style_weights(style)
+        self._stop_writing()
+        reread = (
+            self.writer.prime(self.text, None, style=weights) if self.primed is not None else None
+        )
+        # Only now, with the story read again, does anything change (as in `turn`).
+        before = Snapshot(self.primed, len(self.transcript), after_user=None, style=self.style)
+        self.snapshots.append(before)
+        self.style, self.primed = weights, reread
 
     def reset(self) -> None:
         """Start a new story: the model forgets everything, as in a new session."""
@@ -109,6 +137,12 @@ class Story:
         path = Path(path).expanduser()
         atomic_write(path, self.text.encode("utf-8"))
         return path
+
+    def _read(self, text: str) -> Primed:
+        # A fresh story starts in its style; once started, the state carries the style on.
+        if self.primed is None and self.style is not None:
+            return self.writer.prime(text, None, style=self.style)
+        return self.writer.prime(text, self.primed)
 
     def _stop_writing(self) -> None:
         if self._writing is not None:

@@ -5,7 +5,7 @@ options.py  the options several commands share, their help read from bookgen.set
 console.py  stderr, and a user's error (BookgenError) as one line and exit code 2
 train.py    bookgen train, and its progress display
 write.py    bookgen sample, bookgen chat
-inspect.py  bookgen corpus, explain, eval, report, style
+inspect.py  bookgen corpus, explain, eval, report, styles, style
 bench.py    bookgen bench
 """
 

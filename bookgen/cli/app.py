@@ -43,6 +43,7 @@ COMMANDS = {
     "eval": inspect.evaluate,
     "report": inspect.report,
     "sample": write.sample,
+    "styles": inspect.styles,
     "style": inspect.style,
     "chat": write.chat,
     "bench": bench.bench,

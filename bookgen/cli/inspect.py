@@ -1,4 +1,5 @@
-"""Looking at books, runs and texts: `bookgen corpus`, `explain`, `eval`, `report`, `style`."""
+"""Looking at books, runs and texts: `bookgen corpus`, `explain`, `eval`, `report`, `styles`,
+`style`."""
 
 from __future__ import annotations
 
@@ -223,6 +224,40 @@ def report(
         console.print(renderable)
     if png is not None:
         err.print(f"curves written to {written}", markup=False, soft_wrap=True)
+
+
+def styles(checkpoint: CheckpointOption = None) -> None:
+    """List the styles a model was trained on: each one's share of the training text and its
+    last validation loss.
+
+    A model trained on several styles (authors, or books) writes in one of them, or in a mix,
+    when asked: bookgen sample --style NAME, or --style NAME=0.7,OTHER=0.3. Without --style it
+    starts from the mix of them all, each weighted by its share. The validation loss is nats
+    per token on each style's held-out text, at the run's last evaluation ("-": none recorded).
+    """
+    from bookgen.styles import style_table
+
+    folder, rows, one_style = style_table(checkpoint)
+    if not rows:
+        named = f" ({one_style})" if one_style else ""
+        print(f"{folder}: this model has one style{named}: it writes in it, and takes no --style")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    table.add_column("style")
+    table.add_column("share", justify="right")
+    table.add_column("val loss", justify="right")
+    for row in rows:
+        loss = f"{row.val_loss:.4f}" if row.val_loss is not None else "-"
+        table.add_row(row.name, f"{row.share:.1%}", loss)
+    console = Console()
+    console.print(f"{folder}: {len(rows)} styles", markup=False, soft_wrap=True)
+    console.print(table)
+    console.print(
+        "share: of the training tokens; val loss: nats per token on the style's held-out text; "
+        "--style NAME writes in one, --style NAME=0.7,OTHER=0.3 in a mix",
+        style="dim",
+        markup=False,
+    )
 
 
 def style(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -19,6 +19,12 @@ from bookgen.cli.options import (
     TopPOption,
 )
 from bookgen.settings import SamplingSettings as Sampling
+from bookgen.styles import STYLE_HELP
+
+# sample, chat: the style to write in (a model trained on several styles).
+StyleOption = Annotated[
+    Optional[str], typer.Option(help=STYLE_HELP, metavar="SPEC", show_default=False)
+]
 
 
 def sample(
@@ -35,6 +41,7 @@ def sample(
     top_p: TopPOption = Sampling.top_p,
     max_copy: MaxCopyOption = Sampling.max_copy,
     random_seed: RandomSeedOption = None,
+    style: StyleOption = None,
 ) -> None:
     """Write a continuation of --seed in the style of the book.
 
@@ -43,6 +50,11 @@ def sample(
     with "K" may well go on with any letter; use --temperature 0 for the single likeliest text.
     The copy guard (--max-copy) keeps the model from writing out long passages of its book; the
     seed is yours and does not count.
+
+    A model trained on several styles (authors, books) writes in the one --style names, or a
+    mix: --style austen, --style austen=0.7,shelley=0.3. bookgen styles lists the styles a model
+    knows. Without --style it starts from the mix of them all, each weighted by its share of
+    the training text.
     """
     from bookgen.sampler import load
 
@@ -50,8 +62,9 @@ def sample(
         length=length, temperature=temperature, top_k=top_k, top_p=top_p, max_copy=max_copy
     )  # a bad setting fails here, before the model loads
     writer = load(checkpoint)
+    weights = writer.style_weights(style)  # an unknown style is said before anything is built
     guard = writer.copy_guard(max_copy)  # its index, built now if need be: before the seed shows
-    pieces = writer.generate(seed, random_seed=random_seed, **asdict(settings))
+    pieces = writer.generate(seed, random_seed=random_seed, style=weights, **asdict(settings))
     out = sys.stdout
     out.write(seed)
     for piece in pieces:
@@ -85,6 +98,7 @@ def chat(
     top_p: TopPOption = Sampling.top_p,
     max_copy: MaxCopyOption = Sampling.max_copy,
     random_seed: RandomSeedOption = None,
+    style: StyleOption = None,
 ) -> None:
     """Write a story together with the model, turn by turn, in the terminal.
 
@@ -92,8 +106,8 @@ def chat(
     carries across turns, so it remembers the whole story without re-reading it; only your new
     text is read each turn. Your text is read exactly as typed (start with a space to begin a
     new word). Type /help in the session for commands (/undo, /retry, /reset, /temperature,
-    /copy, /save, /quit). Ctrl-C stops the model mid-turn; Ctrl-C or Ctrl-D at an empty prompt
-    ends the session. With stdin from a pipe, each line is one turn:
+    /copy, /style, /save, /quit). Ctrl-C stops the model mid-turn; Ctrl-C or Ctrl-D at an
+    empty prompt ends the session. With stdin from a pipe, each line is one turn:
     printf 'It was\\n/quit\\n' | bookgen chat
     """
     from bookgen.interactive import chat_main
@@ -101,4 +115,4 @@ def chat(
     settings = Sampling(
         length=length, temperature=temperature, top_k=top_k, top_p=top_p, max_copy=max_copy
     )
-    raise typer.Exit(chat_main(checkpoint, random_seed, settings))
+    raise typer.Exit(chat_main(checkpoint, random_seed, settings, style))
