@@ -10,9 +10,12 @@
    static), Sherlock Holmes and Little Women with small models. Each figure is timed static and
    adapted: the cost per token.
 
-Models are given as BOOK=CHECKPOINT; a checkpoint folder that does not exist is trained first
-(`--train-steps` steps of a 1 x 256 model: steps, not minutes, so that a loaded machine trains
-the same model). Writes benchmarks/results/adapt-<processor>.json (or --json).
+Models are given as BOOK=CHECKPOINT (BOOK:LABEL=CHECKPOINT for a second model of a book); the
+default tuning models are a 1 x 256 and a 1 x 512 per book, as the learning rate that suits a
+model depends on its size (the rms rule moves every weight by about lr). A default checkpoint
+folder that does not exist is trained first (`--train-steps` steps: steps, not minutes, so that
+a loaded machine trains the same model). Writes benchmarks/results/adapt-<processor>.json (or
+--json).
 
     python benchmarks/adapt.py --runs /work/runs \\
         --report shakespeare=/work/runs/ts10
@@ -92,17 +95,23 @@ def reading(loaded: Checkpoint, stream: TokenStream, settings: AdaptSettings | N
     }
 
 
-def ensure_model(book: str, folder: Path, steps: int) -> Path:
+def ensure_model(book: str, folder: Path, steps: int, hidden_size: int) -> Path:
     if not (folder / "checkpoint.json").exists():
-        print(f"training {folder} ({steps} steps of 1 x 256 on {book})", flush=True)
-        bookgen.train(GUTENBERG / f"{book}.txt", folder, steps=steps, hidden_size=256)
+        print(f"training {folder} ({steps} steps of 1 x {hidden_size} on {book})", flush=True)
+        bookgen.train(GUTENBERG / f"{book}.txt", folder, steps=steps, hidden_size=hidden_size)
     return folder
+
+
+def book_of(label: str) -> str:
+    return label.split(":", 1)[0]
 
 
 def tune(models: dict[str, Path], tokens: int | None, grid: argparse.Namespace) -> dict:
     """The one-at-a-time search; returns every point measured and the chosen settings."""
     loaded = {book: load_checkpoint(path) for book, path in models.items()}
-    streams = {book: first_tokens(held_out(loaded[book], book), tokens) for book in models}
+    streams = {
+        label: first_tokens(held_out(loaded[label], book_of(label)), tokens) for label in models
+    }
     static: dict[tuple[str, int], float] = {}
     measured: dict[AdaptSettings, float] = {}  # settings -> mean gain over the books
     points: list[dict] = []
@@ -144,7 +153,7 @@ def report(models: dict[str, Path], settings: AdaptSettings) -> dict:
     figures = {}
     for book, path in models.items():
         loaded = load_checkpoint(path)
-        stream = held_out(loaded, book)
+        stream = held_out(loaded, book_of(book))
         static = reading(loaded, stream, None)
         adapted = reading(loaded, stream, settings)
         figures[book] = {
@@ -176,9 +185,9 @@ def main() -> None:
     parser.add_argument("--report", nargs="*", default=[], help="more BOOK=CHECKPOINT to report")
     parser.add_argument("--train-steps", type=int, default=250)
     parser.add_argument("--tune-tokens", type=int, default=None, help="tune on the first N")
-    parser.add_argument("--sgd-lrs", type=float, nargs="*", default=[0.003, 0.01, 0.03, 0.1])
-    parser.add_argument("--rms-lrs", type=float, nargs="*", default=[1e-4, 3e-4, 1e-3, 3e-3])
-    parser.add_argument("--decays", type=float, nargs="*", default=[0.001, 0.01, 0.1])
+    parser.add_argument("--sgd-lrs", type=float, nargs="*", default=[0.03, 0.1, 0.3])
+    parser.add_argument("--rms-lrs", type=float, nargs="*", default=[3e-4, 1e-3, 3e-3])
+    parser.add_argument("--decays", type=float, nargs="*", default=[0.0003, 0.001, 0.003])
     parser.add_argument("--segments", type=int, nargs="*", default=[50, 20, 100])
     parser.add_argument("--chosen", help="skip tuning: these settings as JSON")
     parser.add_argument("--json", type=Path)
@@ -187,11 +196,17 @@ def main() -> None:
     args.lrs = {"sgd": args.sgd_lrs, "rms": args.rms_lrs}
     processor = processor_name()
     print(f"{processor}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.1f}")
-    tuning = pairs(args.tune) if args.tune else {b: args.runs / f"adapt-{b}" for b in TUNING}
-    reported = {b: args.runs / f"adapt-{b}" for b in REPORTED} | pairs(args.report)
-    for book, folder in itertools.chain(tuning.items(), reported.items()):
-        if book in TUNING + REPORTED:
-            ensure_model(book, folder, args.train_steps)
+    defaults = {
+        f"{book}:1x{size}": (book, args.runs / f"adapt{'' if size == 256 else size}-{book}", size)
+        for book in TUNING
+        for size in (256, 512)
+    } | {book: (book, args.runs / f"adapt-{book}", 256) for book in REPORTED}
+    tuning = pairs(args.tune) if args.tune else {k: v[1] for k, v in defaults.items() if ":" in k}
+    reported = {book: defaults[book][1] for book in REPORTED} | pairs(args.report)
+    for label, folder in itertools.chain(tuning.items(), reported.items()):
+        if label in defaults and folder == defaults[label][1]:
+            book, _, size = defaults[label]
+            ensure_model(book, folder, args.train_steps, size)
     if args.chosen:
         tuned = {"chosen": json.loads(args.chosen)}
     else:

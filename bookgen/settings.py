@@ -384,21 +384,19 @@ class AdaptSettings(Described):
 
     adapt_lr: float = setting(
         0.01,
-        "Adapting: the learning rate of the gradient step taken on each segment once it is "
-        "scored (0: never moves, static).",
+        "The learning rate of the gradient step taken on each segment once it is scored "
+        "(0: the weights never move: static).",
     )
     adapt_decay: float = setting(
         0.01,
-        "Adapting: after each step, the weights move this share of the way back to the "
-        "trained ones (0: never pulled back; 1: back every segment, static).",
+        "After each step, the weights move this share of the way back to the trained ones "
+        "(0: never pulled back; 1: back after every segment: static).",
     )
-    adapt_segment: int = setting(
-        50, "Adapting: tokens per segment; one gradient step after each segment."
-    )
+    adapt_segment: int = setting(50, "Tokens per segment; one gradient step after each segment.")
     adapt_rule: AdaptRule = setting(
         AdaptRule.SGD,
-        "Adapting: sgd (lr times the gradient) or rms (each weight's gradient over the root of "
-        "its mean square over the segments read so far).",
+        "sgd (lr times the gradient) or rms (each weight's gradient over the root of its "
+        "mean square over the segments read so far).",
     )
 
     def __post_init__(self) -> None:
