@@ -15,8 +15,10 @@ the decays that work, chosen so that the ends are exact: lr 0 never moves the we
 does. The `rms` rule divides each weight's gradient by the root of its mean square, as the
 paper's RMS form does; the paper takes the mean squares from the training text beforehand,
 here they are a moving average over the segments read so far (RMSprop's, corrected for its start
-at zero as Adam's is), so that adapting needs nothing but the model and the text. A segment is always scored before it is learned from, so no token is seen
-before it is predicted: the figure is as fair as the static one.
+at zero as Adam's is), so that adapting needs nothing but the model and the text.
+
+A segment is always scored before it is learned from, so no token is seen before it is
+predicted: the figure is as fair as the static one.
 
     segments:  [ s0 ][ s1 ][ s2 ] ...      state carried ->, cut from the graph between segments
     weights:    th0   th1   th2            th(k+1) = step on s(k)'s loss, then the decay

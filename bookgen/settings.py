@@ -382,19 +382,23 @@ class AdaptSettings(Described):
     definition `bookgen eval --adapt` and the Python API read their defaults and help from.
     The defaults were chosen by measurement (benchmarks/adapt.py)."""
 
+    # Chosen by benchmarks/adapt.py on Pride and Prejudice and Moby-Dick (a 1 x 256 and a 1 x 512
+    # model each, held-out text): rms beat sgd at every model; lr 5e-4 is the largest rms lr
+    # that helped every model (1e-3 and up did almost nothing for the 1 x 512s, though the
+    # 1 x 256s gain most there), and any decay tried made it worse (results/adapt-amd-epyc.json).
     adapt_lr: float = setting(
-        0.01,
+        5e-4,
         "The learning rate of the gradient step taken on each segment once it is scored "
         "(0: the weights never move: static).",
     )
     adapt_decay: float = setting(
-        0.01,
+        0.0,
         "After each step, the weights move this share of the way back to the trained ones "
         "(0: never pulled back; 1: back after every segment: static).",
     )
     adapt_segment: int = setting(50, "Tokens per segment; one gradient step after each segment.")
     adapt_rule: AdaptRule = setting(
-        AdaptRule.SGD,
+        AdaptRule.RMS,
         "sgd (lr times the gradient) or rms (each weight's gradient over the root of its "
         "mean square over the segments read so far).",
     )

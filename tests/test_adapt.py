@@ -103,7 +103,7 @@ def test_learning_rate_zero_and_decay_one_read_as_static(trained: Path):
             torch.testing.assert_close(total, static[0], **CLOSE)
             for weight, before in zip(adapter.weights, adapter.trained, strict=True):
                 assert torch.equal(weight, before)
-    adapter = Adapter(loaded.model, AdaptSettings(adapt_lr=1.0, adapt_decay=0.0))
+    adapter = Adapter(loaded.model, AdaptSettings(adapt_lr=1.0, adapt_decay=0.0, adapt_rule="sgd"))
     assert read_sums(loaded.model, stream, 7, CPU, adapter)[0] < static[0]
 
 
@@ -113,7 +113,9 @@ def test_decay_pulls_the_weights_back_toward_the_trained_ones(trained: Path):
     stream = passage_stream(loaded, 3)
     distances = []
     for decay in (0.0, 0.1, 0.5):
-        adapter = Adapter(loaded.model, AdaptSettings(adapt_lr=1.0, adapt_decay=decay))
+        adapter = Adapter(
+            loaded.model, AdaptSettings(adapt_lr=1.0, adapt_decay=decay, adapt_rule="sgd")
+        )
         read_sums(loaded.model, stream, 10, CPU, adapter)
         moved = [
             (w.detach() - t).norm() for w, t in zip(adapter.weights, adapter.trained, strict=True)
@@ -138,13 +140,13 @@ def test_eval_adapt_reports_both_and_leaves_the_checkpoint_untouched(trained: Pa
     passage.write_text(PASSAGE * 4, encoding="utf-8")
     result = runner.invoke(
         app, ["eval", str(passage), "--checkpoint", str(trained), "--adapt", "--json",
-              "--adapt-lr", "0.5", "--adapt-segment", "20"],
+              "--adapt-lr", "0.5", "--adapt-segment", "20", "--adapt-rule", "sgd"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     scores = json.loads(result.stdout)
     assert scores["adapted_nats_per_token"] < scores["nats_per_token"]
     assert scores["adapted_bits_per_char"] < scores["bits_per_char"]
-    assert (scores["adapt_lr"], scores["adapt_segment"]) == (0.5, 20)
+    assert (scores["adapt_lr"], scores["adapt_segment"], scores["adapt_rule"]) == (0.5, 20, "sgd")
     assert scores["adapt_decay"] == AdaptSettings.adapt_decay  # the default
     # The static figure is the one-row reading's, as scoring reads it.
     loaded = load_checkpoint(trained)
@@ -162,7 +164,9 @@ def test_eval_adapt_reports_both_and_leaves_the_checkpoint_untouched(trained: Pa
 def test_score_adapted_gives_the_model_back_trained(trained: Path):
     loaded = load_checkpoint(trained)
     weights = [w.detach().clone() for w in loaded.model.parameters()]
-    score_adapted(loaded, passage_stream(loaded, 2), AdaptSettings(adapt_lr=1.0))
+    for rule in ("sgd", "rms"):
+        settings = AdaptSettings(adapt_lr=0.5, adapt_rule=rule)
+        score_adapted(loaded, passage_stream(loaded, 2), settings)
     for weight, before in zip(loaded.model.parameters(), weights, strict=True):
         assert torch.equal(weight, before)
 
