@@ -17,8 +17,8 @@ folder that does not exist is trained first (`--train-steps` steps: steps, not m
 a loaded machine trains the same model). Writes benchmarks/results/adapt-<processor>.json (or
 --json).
 
-    python benchmarks/adapt.py --runs /work/runs \\
-        --report shakespeare=/work/runs/ts10
+    python benchmarks/adapt.py --runs /work/runs --tune-tokens 20000 --sgd-lrs 0.1 \\
+        --decays 0.0003 0.001 --segments 50 --report shakespeare=/work/runs/ts10
 """
 
 from __future__ import annotations
