@@ -4,22 +4,32 @@ Bits per character = total bits over the text / characters. A character model an
 scored on the same text are directly comparable this way, whatever their tokens. Characters in
 pieces a model can only read as unknown are charged 8 bits each (see `scoring.bits_per_char`).
 The scoring itself (`scoring.evaluate`) is the one validation uses during training.
+
+With adapting (`adapt=AdaptSettings()`, `bookgen eval --adapt`), the text is read as one stream in
+segments and scored twice, static and adapted to the text as it is read (`adapt.py`); both
+figures come from that same reading, so their difference is what adapting is worth.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
+from bookgen.adapt import Adapter, read_sums
 from bookgen.catalog import resolve_inputs
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from bookgen.context import inference_context, resolve_device
 from bookgen.corpus import BookFile, Reading, open_corpus
 from bookgen.errors import BookgenError
 from bookgen.scoring import bits_per_char, evaluate
+from bookgen.settings import AdaptSettings
 from bookgen.streams import StreamBatcher, TokenStream
 from bookgen.tokencache import tokenize_corpus
+
+# (what: "static" or "adapted", tokens read, tokens in all)
+AdaptProgress = Callable[[str, int, int], None]
 
 EVAL_ROWS = 16  # parallel streams; each starts from a zero state, as validation does
 
@@ -32,15 +42,22 @@ def evaluate_texts(
     device: str = "auto",
     encoding: str | None = None,
     keep_markup: bool = False,
+    adapt: AdaptSettings | None = None,
+    on_progress: AdaptProgress | None = None,
 ) -> dict:
     """Run the checkpoint's best model statefully over the cleaned texts and score it
     (`encoding` forces how they are decoded, default: detected; `keep_markup` keeps
-    Aozora Bunko's markup)."""
+    Aozora Bunko's markup). With `adapt`, static and adapted figures of the one-stream reading
+    (`score_adapted`; `reset_every` does not apply)."""
     _check_reset_every(reset_every)
+    if adapt is not None and reset_every is not None:
+        raise BookgenError("--reset-every and --adapt do not go together")
     reading = Reading(encoding, keep_markup)  # a wrong name is said before the checkpoint is loaded
     folder = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
     loaded = load_checkpoint(folder, device=resolve_device(device))
     books = open_corpus(resolve_inputs([str(p) for p in paths]), reading)
+    if adapt is not None:
+        return score_adapted(loaded, whole_text(loaded, books), adapt, on_progress)
     return score(loaded, whole_text(loaded, books), reset_every)
 
 
@@ -70,4 +87,41 @@ def score(loaded: Checkpoint, stream: TokenStream, reset_every: int | None = Non
         "perplexity": math.exp(min(nats, 700.0)),
         "bits_per_char": bits_per_char(nats, stream),
         "unknown_chars": stream.unknown_chars,
+    }
+
+
+def score_adapted(
+    loaded: Checkpoint,
+    stream: TokenStream,
+    settings: AdaptSettings,
+    on_progress: AdaptProgress | None = None,
+) -> dict:
+    """Static and adapted figures over `stream`, both read as one stream in segments of
+    `settings.adapt_segment` tokens (adapt.py). The model's weights are the trained ones again
+    afterwards."""
+    progress = on_progress or (lambda what, done, total: None)
+    model = loaded.model
+    device = next(model.parameters()).device
+    context = inference_context(device, loaded.precision, loaded.model_config.cell)
+    segment = settings.adapt_segment
+    static = read_sums(model, stream, segment, context, None, lambda *a: progress("static", *a))
+    adapter = Adapter(model, settings)
+    try:
+        adapted = read_sums(
+            model, stream, segment, context, adapter, lambda *a: progress("adapted", *a)
+        )
+    finally:
+        adapter.reset()
+    nats, adapted_nats = (total / max(count, 1) for total, count in (static, adapted))
+    return {
+        "tokens": len(stream),
+        "chars": stream.chars,
+        "nats_per_token": nats,
+        "perplexity": math.exp(min(nats, 700.0)),
+        "bits_per_char": bits_per_char(nats, stream),
+        "unknown_chars": stream.unknown_chars,
+        "adapted_nats_per_token": adapted_nats,
+        "adapted_perplexity": math.exp(min(adapted_nats, 700.0)),
+        "adapted_bits_per_char": bits_per_char(adapted_nats, stream),
+        **asdict(settings),
     }

@@ -381,3 +381,50 @@ class BenchSettings(Described):
     @property
     def vocab_size(self) -> int:
         return BENCH_VOCAB[self.level]
+
+
+# --- adapting to the text read (dynamic evaluation) ------------------------------------------
+
+
+class AdaptRule(Choice):
+    """How each segment's gradient moves the weights (adapt.py)."""
+
+    SGD = "sgd"  # lr times the gradient, the same scale for every weight
+    RMS = "rms"  # each weight's gradient over the root of its mean square so far (RMSprop)
+
+
+@dataclass(frozen=True)
+class AdaptSettings(Described):
+    """How a model adapts to the text it reads (dynamic evaluation, `adapt.py`): the one
+    definition `bookgen eval --adapt` and the Python API read their defaults and help from.
+    The defaults were chosen by measurement (benchmarks/adapt.py)."""
+
+    # Chosen by benchmarks/adapt.py on Pride and Prejudice and Moby-Dick (a 1 x 256 and a 1 x 512
+    # model each, held-out text): rms beat sgd at every model; lr 5e-4 is the largest rms lr
+    # that helped every model (1e-3 and up did almost nothing for the 1 x 512s, though the
+    # 1 x 256s gain most there), and any decay tried made it worse (results/adapt-amd-epyc.json).
+    adapt_lr: float = setting(
+        5e-4,
+        "The learning rate of the gradient step taken on each segment once it is scored "
+        "(0: the weights never move: static).",
+    )
+    adapt_decay: float = setting(
+        0.0,
+        "After each step, the weights move this share of the way back to the trained ones "
+        "(0: never pulled back; 1: back after every segment: static).",
+    )
+    adapt_segment: int = setting(50, "Tokens per segment; one gradient step after each segment.")
+    adapt_rule: AdaptRule = setting(
+        AdaptRule.RMS,
+        "sgd (lr times the gradient) or rms (each weight's gradient over the root of its "
+        "mean square over the segments read so far).",
+    )
+
+    def __post_init__(self) -> None:
+        _parse_choices(self, {"adapt_rule": AdaptRule})
+        if not 0 <= self.adapt_lr < float("inf"):
+            raise BookgenError(f"--adapt-lr must be 0 or more and finite, not {self.adapt_lr}")
+        if not 0 <= self.adapt_decay <= 1:
+            raise BookgenError(f"--adapt-decay must be in [0, 1], not {self.adapt_decay}")
+        if self.adapt_segment < 1:
+            raise BookgenError(f"--adapt-segment must be at least 1, not {self.adapt_segment}")

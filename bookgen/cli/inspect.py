@@ -22,9 +22,10 @@ from bookgen.cli.options import (
     JsonOption,
     KeepMarkupOption,
     LevelOption,
+    field_option,
     given,
 )
-from bookgen.settings import TrainConfig
+from bookgen.settings import AdaptRule, AdaptSettings, TrainConfig
 
 if TYPE_CHECKING:
     from bookgen.corpus import Document
@@ -151,7 +152,24 @@ def explain(
         console.print(renderable)
 
 
+ADAPTING = "Adapting"
+AdaptLrOption = Annotated[
+    float, field_option(AdaptSettings, "adapt_lr", metavar="LR", rich_help_panel=ADAPTING)
+]
+AdaptDecayOption = Annotated[
+    float, field_option(AdaptSettings, "adapt_decay", metavar="SHARE", rich_help_panel=ADAPTING)
+]
+AdaptSegmentOption = Annotated[
+    int, field_option(AdaptSettings, "adapt_segment", metavar="TOKENS", rich_help_panel=ADAPTING)
+]
+
+AdaptRuleOption = Annotated[
+    AdaptRule, field_option(AdaptSettings, "adapt_rule", rich_help_panel=ADAPTING)
+]
+
+
 def evaluate(
+    context: typer.Context,
     paths: BooksArgument,
     checkpoint: CheckpointOption = None,
     reset_every: Annotated[
@@ -162,6 +180,21 @@ def evaluate(
             "state is worth."
         ),
     ] = None,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt",
+            help="Also score the text while adapting to it (dynamic evaluation): after each "
+            "segment is scored, one gradient step on it, with a decay back toward the trained "
+            "weights. Both figures read the text as one stream in segments; the checkpoint is "
+            "never changed.",
+            rich_help_panel=ADAPTING,
+        ),
+    ] = False,
+    adapt_lr: AdaptLrOption = AdaptSettings.adapt_lr,
+    adapt_decay: AdaptDecayOption = AdaptSettings.adapt_decay,
+    adapt_segment: AdaptSegmentOption = AdaptSettings.adapt_segment,
+    adapt_rule: AdaptRuleOption = AdaptSettings.adapt_rule,
     as_json: JsonOption = False,
     encoding: EncodingOption = None,
     keep_markup: KeepMarkupOption = False,
@@ -171,19 +204,30 @@ def evaluate(
     The text is read as for training and run through the model with its state carried along.
     Bits per character (total bits / characters, each character of a piece read as unknown
     charged 8 bits) is comparable between character and word models on the same text; lower
-    is better.
+    is better. With --adapt, static and adapted figures side by side.
     """
+    from bookgen.errors import BookgenError
     from bookgen.evaluation import evaluate_texts
 
-    scores = evaluate_texts(
-        paths,
-        checkpoint,
-        reset_every=reset_every,
-        encoding=encoding,
-        keep_markup=keep_markup,
-    )
+    settings = given(context, AdaptSettings)
+    if settings and not adapt:
+        raise BookgenError(f"--{next(iter(settings)).replace('_', '-')} needs --adapt")
+    adapting = AdaptSettings(**settings) if adapt else None
+    with _ReadingBar(disable=as_json or not err.is_terminal) as bar:
+        scores = evaluate_texts(
+            paths,
+            checkpoint,
+            reset_every=reset_every,
+            encoding=encoding,
+            keep_markup=keep_markup,
+            adapt=adapting,
+            on_progress=bar.update,
+        )
     if as_json:
         print(json.dumps(scores))
+        return
+    if adapting is not None:
+        Console().print(_adapted_table(scores))
         return
     table = Table(
         title="bookgen eval" + (f" (state reset every {reset_every})" if reset_every else "")
@@ -195,6 +239,65 @@ def evaluate(
         f"{scores['perplexity']:.2f}", f"{scores['bits_per_char']:.4f}",
     )  # fmt: skip
     Console().print(table)
+
+
+def _adapted_table(scores: dict) -> Table:
+    """Static and adapted figures of the same reading, one row each."""
+    table = Table(
+        title="bookgen eval --adapt",
+        caption=f"{scores['tokens']:,} tokens, {scores['chars']:,} characters, read as one "
+        f"stream in segments of {scores['adapt_segment']}; adapted by {scores['adapt_rule']} "
+        f"with lr {scores['adapt_lr']:g}, decay {scores['adapt_decay']:g}",
+    )
+    table.add_column("reading")
+    for key in ("nats_per_token", "perplexity", "bits_per_char"):
+        table.add_column(key, justify="right")
+    for name, prefix in (("static", ""), ("adapted", "adapted_")):
+        table.add_row(
+            name, f"{scores[prefix + 'nats_per_token']:.4f}",
+            f"{scores[prefix + 'perplexity']:.2f}", f"{scores[prefix + 'bits_per_char']:.4f}",
+        )  # fmt: skip
+    return table
+
+
+# Texts shorter than this many tokens are read too fast for a progress bar to help.
+_LONG_TEXT = 20_000
+
+
+class _ReadingBar:
+    """A progress bar on stderr for each reading of `eval --adapt` (static, then adapted), on
+    long texts only; started at the first report, so an error before it prints only its line."""
+
+    def __init__(self, disable: bool) -> None:
+        self.disable = disable
+        self.progress = None
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def update(self, what: str, done: int, total: int) -> None:
+        if self.disable or total < _LONG_TEXT:
+            return
+        if self.progress is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
+            )
+            self.progress.start()
+        if what not in self.tasks:
+            self.tasks[what] = self.progress.add_task(what, total=total)
+        self.progress.update(self.tasks[what], completed=done)
 
 
 def report(

@@ -1,0 +1,136 @@
+"""A model that adapts to the text it reads: dynamic evaluation (Krause et al. 2018, "Dynamic
+Evaluation of Neural Sequence Models").
+
+The text is read as one stream, in segments of n tokens, the state carried from segment to
+segment as `bookgen eval` carries it from window to window. Each segment is first scored with
+the weights as they stand; then one gradient step on that segment's loss moves the weights, and
+a decay pulls them back toward the trained weights theta0:
+
+    theta <- theta - lr * gradient                 (the gradient of the segment's mean loss)
+    theta <- theta + decay * (theta0 - theta)
+
+This is the paper's SGD rule with the step scaled by (1 - decay), a difference of a percent at
+the decays that work, chosen so that the ends are exact: lr 0 never moves the weights, and decay
+1 puts the trained weights back after every segment; both read the text as static evaluation
+does. The `rms` rule divides each weight's gradient by the root of its mean square, as the
+paper's RMS form does; the paper takes the mean squares from the training text beforehand,
+here they are a moving average over the segments read so far (RMSprop's, corrected for its start
+at zero as Adam's is), so that adapting needs nothing but the model and the text.
+
+A segment is always scored before it is learned from, so no token is seen before it is
+predicted: the figure is as fair as the static one.
+
+    segments:  [ s0 ][ s1 ][ s2 ] ...      state carried ->, cut from the graph between segments
+    weights:    th0   th1   th2            th(k+1) = step on s(k)'s loss, then the decay
+
+Dropout is off (eval mode); gradients are taken for the weights only (`torch.autograd.grad`,
+so no `.grad` is left behind). The weights change in memory only: `Adapter.reset` puts the
+trained ones back, and a checkpoint on disk is never written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from bookgen.context import RunContext, to_device
+from bookgen.model import RecurrentLM, detach_state
+from bookgen.scoring import scored_tokens, token_nats
+from bookgen.settings import AdaptRule, AdaptSettings
+from bookgen.streams import StreamBatcher, TokenStream
+
+# The rms rule's moving average of squared gradients (RMSprop's), and what keeps a weight that
+# has had no gradient yet from dividing by zero.
+RMS_BETA = 0.99
+RMS_EPSILON = 1e-8
+
+# (tokens read so far, tokens in all): called after each segment.
+Progress = Callable[[int, int], None]
+
+
+class Adapter:
+    """Moves a model's weights in place, one segment's gradient step at a time, and remembers
+    the trained weights to decay toward and to reset to."""
+
+    def __init__(self, model: RecurrentLM, settings: AdaptSettings) -> None:
+        self.model = model
+        self.settings = settings
+        self.weights = list(model.parameters())  # a tied weight once
+        self.trained = [weight.detach().clone() for weight in self.weights]
+        # The rms rule: each weight's mean squared gradient (a moving average) and the steps.
+        self.squares = [torch.zeros_like(weight) for weight in self.weights]
+        self.steps = 0
+
+    def learn(self, loss: torch.Tensor) -> None:
+        """One step on `loss` (a scalar computed with the current weights), then the decay."""
+        lr, decay = self.settings.adapt_lr, self.settings.adapt_decay
+        # Unused weights (a styled model's starts when no style is given) get no gradient.
+        gradients = torch.autograd.grad(loss, self.weights, allow_unused=True)
+        self.steps += 1
+        with torch.no_grad():
+            for weight, gradient, trained, squares in zip(
+                self.weights, gradients, self.trained, self.squares, strict=True
+            ):
+                if gradient is not None:
+                    weight.sub_(self._scaled(gradient.to(weight.dtype), squares), alpha=lr)
+                # lerp is exact at both ends: decay 0 leaves the weight, decay 1 gives `trained`.
+                weight.lerp_(trained, decay)
+
+    def _scaled(self, gradient: torch.Tensor, squares: torch.Tensor) -> torch.Tensor:
+        """The gradient as the rule takes it: as it is (sgd), or over the root of its mean
+        square so far (rms: a moving average, corrected for its start at zero as Adam's is)."""
+        if self.settings.adapt_rule == AdaptRule.SGD:
+            return gradient
+        squares.mul_(RMS_BETA).addcmul_(gradient, gradient, value=1 - RMS_BETA)
+        mean = squares / (1 - RMS_BETA**self.steps)
+        return gradient / mean.sqrt_().add_(RMS_EPSILON)
+
+    def reset(self) -> None:
+        """The trained weights again, and no gradient seen."""
+        with torch.no_grad():
+            for weight, trained, squares in zip(
+                self.weights, self.trained, self.squares, strict=True
+            ):
+                weight.copy_(trained)
+                squares.zero_()
+        self.steps = 0
+
+
+def read_sums(
+    model: RecurrentLM,
+    stream: TokenStream,
+    segment: int,
+    context: RunContext,
+    adapter: Adapter | None = None,
+    on_progress: Progress | None = None,
+) -> tuple[float, int]:
+    """(total nats, tokens scored) over `stream` read as one row in segments of `segment`
+    tokens, the state carried; with an `adapter`, learning from each segment once it is scored
+    (the weights are left adapted), without one, static.
+
+    The text's first token of each book is left out as everywhere (`scoring.token_nats`).
+    """
+    batcher = StreamBatcher(stream, 1, segment)
+    progress = on_progress or (lambda done, total: None)
+    was_training = model.training
+    model.eval()
+    device = context.device
+    state = model.init_state(1, device)
+    # Summed in float64 on the device, read once at the end, as scoring.evaluate_sums does.
+    total, count = torch.zeros((), dtype=torch.float64, device=device), 0
+    try:
+        for window in batcher.windows():
+            with torch.set_grad_enabled(adapter is not None), context.autocast():
+                logits, state = model(to_device(window.inputs, device), state, window.resets)
+            nats = token_nats(logits, window, device)
+            total += nats.detach().sum().double()
+            scored = scored_tokens(window)
+            count += scored
+            if adapter is not None and scored > 0:
+                adapter.learn(nats.mean())
+            state = detach_state(state)
+            progress(window.start + window.inputs.size(0), batcher.row_length)
+    finally:
+        model.train(was_training)
+    return float(total), count
