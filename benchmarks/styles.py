@@ -30,6 +30,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+import torch
+
 import bookgen
 from bookgen.checkpoint import read_metrics
 from bookgen.context import processor_name
@@ -84,6 +86,7 @@ def styled_run(
     begin = time.perf_counter()
     style_by = "none" if design == "none" else "file"
     options = {} if design == "none" else {"style_design": design}
+    options.update(args.size)
     result = bookgen.train(
         [str(p) for p in paths], folder, minutes=minutes, style_by=style_by, force=True, **options
     )
@@ -113,8 +116,8 @@ def styled_run(
     return run
 
 
-def alone_run(path: Path, minutes: float, folder: Path) -> dict:
-    result = bookgen.train(str(path), folder, minutes=minutes, force=True)
+def alone_run(path: Path, minutes: float, folder: Path, size: dict) -> dict:
+    result = bookgen.train(str(path), folder, minutes=minutes, force=True, **size)
     best = best_record(folder)
     manifest = json.loads((folder / "checkpoint.json").read_text())
     return {
@@ -134,7 +137,15 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bookgen-styles"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--size", default="", help="LAYERSxHIDDEN (e.g. 1x256) for every model; default: sized"
+    )
     args = parser.parse_args()
+    if args.size:
+        layers, hidden = args.size.lower().split("x")
+        args.size = {"layers": int(layers), "hidden_size": int(hidden)}
+    else:
+        args.size = {}
     paths = [SHELF / f"{name}.txt" for name in BOOKS]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -145,7 +156,9 @@ def main() -> None:
         "benchmark": "one styled model on three books vs one model per book, same total time",
         "command": "python benchmarks/styles.py "
         f"--minutes {args.minutes:g} --designs {args.designs} --samples {args.samples}"
-        + (" --separate" if args.separate else ""),
+        + (" --separate" if args.separate else "")
+        + (f" --size {args.size['layers']}x{args.size['hidden_size']}" if args.size else ""),
+        "threads": torch.get_num_threads(),
         "date": date.today().isoformat(),
         "processor": processor_name(),
         "minutes": args.minutes,

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
+
 from bookgen.adapt import Adapter, read_sums
 from bookgen.catalog import resolve_inputs
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
@@ -26,6 +28,7 @@ from bookgen.errors import BookgenError
 from bookgen.scoring import bits_per_char, evaluate
 from bookgen.settings import AdaptSettings
 from bookgen.streams import StreamBatcher, TokenStream
+from bookgen.styles import model_styles, neutral_weights, one_style_name, parse_style
 from bookgen.tokencache import tokenize_corpus
 
 # (what: "static" or "adapted", tokens read, tokens in all)
@@ -44,21 +47,37 @@ def evaluate_texts(
     keep_markup: bool = False,
     adapt: AdaptSettings | None = None,
     on_progress: AdaptProgress | None = None,
+    style: str | None = None,
 ) -> dict:
     """Run the checkpoint's best model statefully over the cleaned texts and score it
     (`encoding` forces how they are decoded, default: detected; `keep_markup` keeps
     Aozora Bunko's markup). With `adapt`, static and adapted figures of the one-stream reading
-    (`score_adapted`; `reset_every` does not apply)."""
+    (`score_adapted`; `reset_every` does not apply). A model trained on several styles reads
+    the text in `style` (a spec, styles.py), by default in the neutral mix of its styles."""
     _check_reset_every(reset_every)
     if adapt is not None and reset_every is not None:
         raise BookgenError("--reset-every and --adapt do not go together")
     reading = Reading(encoding, keep_markup)  # a wrong name is said before the checkpoint is loaded
     folder = Path(checkpoint) if checkpoint is not None else latest_checkpoint()
     loaded = load_checkpoint(folder, device=resolve_device(device))
+    mix = style_mix(loaded, style)
     books = open_corpus(resolve_inputs([str(p) for p in paths]), reading)
     if adapt is not None:
         return score_adapted(loaded, whole_text(loaded, books), adapt, on_progress)
-    return score(loaded, whole_text(loaded, books), reset_every)
+    return score(loaded, whole_text(loaded, books), reset_every, mix)
+
+
+def style_mix(loaded: Checkpoint, style: str | None) -> torch.Tensor | None:
+    """The weights (S,) over a styled model's styles that `style` asks for (None: the neutral
+    mix, by their shares); None for a one-style model, which refuses a style in one line."""
+    styles = model_styles(loaded.manifest)
+    if style is not None:
+        weights = parse_style(style, styles, one_style_name(loaded.manifest))
+    elif styles:
+        weights = neutral_weights(styles)
+    else:
+        return None
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def _check_reset_every(reset_every: int | None) -> None:
@@ -72,14 +91,20 @@ def whole_text(loaded: Checkpoint, books: Sequence[BookFile]) -> TokenStream:
     return tokenize_corpus(books, {}, loaded.tokenizer).train
 
 
-def score(loaded: Checkpoint, stream: TokenStream, reset_every: int | None = None) -> dict:
-    """The checkpoint's model over `stream`, in the checkpoint's window length and precision."""
+def score(
+    loaded: Checkpoint,
+    stream: TokenStream,
+    reset_every: int | None = None,
+    mix: torch.Tensor | None = None,
+) -> dict:
+    """The checkpoint's model over `stream`, in the checkpoint's window length and precision
+    (a styled model in the style `mix`, see `style_mix`)."""
     bptt = int(loaded.train_config.get("bptt", 64))
     batcher = StreamBatcher(stream, EVAL_ROWS, bptt)
     device = next(loaded.model.parameters()).device
     # The precision the model was trained and validated in, so the numbers agree.
     context = inference_context(device, loaded.precision, loaded.model_config.cell)
-    nats = evaluate(loaded.model, batcher, context, reset_every)
+    nats = evaluate(loaded.model, batcher, context, reset_every, mix=mix)
     return {
         "tokens": len(stream),
         "chars": stream.chars,

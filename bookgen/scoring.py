@@ -52,8 +52,10 @@ def evaluate(
     context: RunContext,
     reset_every: int | None = None,
     max_windows: int | None = None,
+    mix: torch.Tensor | None = None,
 ) -> float:
-    """Mean nats per token over the whole stream, state carried from window to window.
+    """Mean nats per token over the whole stream, state carried from window to window (a styled
+    model's text read in the style `mix`, see `evaluate_style_sums`).
 
     `max_windows` reads only the first that many windows: the beginning of every row, which
     are `batch_size` stretches spread evenly over the stream.
@@ -62,8 +64,8 @@ def evaluate(
     N tokens of context would read the text: the gap to the carried-state loss is what the
     carried state is worth.
     """
-    total, count = evaluate_sums(model, batcher, context, reset_every, max_windows)
-    return total / max(count, 1)
+    sums = evaluate_style_sums(model, batcher, context, 0, reset_every, max_windows, mix=mix)
+    return sums[0] / max(sums[1], 1)
 
 
 def evaluate_sums(
@@ -91,11 +93,14 @@ def evaluate_style_sums(
     reset_every: int | None = None,
     max_windows: int | None = None,
     rows: slice = slice(None),
+    mix: torch.Tensor | None = None,
 ) -> tuple[float, int, list[float], list[int]]:
     """`evaluate_sums`, and the same two sums per style (S lists, empty without styles), each
     token counted under the style of its book (the batcher's `styles`).
 
     Each row starts from the learned start of its first token's style (zeros without styles).
+    A text that is not the model's books has no styles of its own: a styled model then reads it
+    in `mix` (S,) weights over its styles, if given (`bookgen eval --style`).
     """
     styles = styles if batcher.styles is not None else 0
     count_rows = len(range(batcher.batch_size)[rows])
@@ -106,6 +111,8 @@ def evaluate_style_sums(
     device = context.device
     first = batcher.first_styles()
     first = None if first is None else to_device(first[rows], device)
+    if first is None and mix is not None:
+        first = to_device(mix, device).expand(count_rows, -1)
     state = model.init_state(count_rows, device, style=first)
     # Each window's sum is added in float64 on the device and read once at the end: the same
     # float as adding the windows' float32 sums on the host, without a wait per window.
@@ -118,7 +125,7 @@ def evaluate_style_sums(
         if reset_every is not None:
             positions = torch.arange(window.start, window.start + resets.size(0))
             resets = resets | (positions % reset_every == 0).view(-1, 1)
-        style = None if window.styles is None else to_device(window.styles, device)
+        style = first if window.styles is None else to_device(window.styles, device)
         with context.autocast():
             logits, state = model(to_device(window.inputs, device), state, resets, style)
         nats = token_nats(logits, window, device)

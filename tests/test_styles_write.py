@@ -382,3 +382,28 @@ def test_chat_style_rereads_the_story_and_undo_takes_it_back(model):
     story.undo()  # the style
     assert story.text == "a" + first and describe(story.style.tolist(), STYLES) == "abc"
     assert torch.equal(story.primed.logits, before.logits)
+
+
+# --- eval: a text read in a style ---------------------------------------------------------------
+
+
+def test_eval_reads_a_text_in_the_style_asked_for_and_by_default_in_the_neutral_mix(
+    folder, tmp_path
+):
+    import json
+
+    text = tmp_path / "ab.txt"
+    text.write_text("ab ba abba baab ab ba " * 20)
+
+    def nats(*style):
+        result = run("eval", "--checkpoint", folder, text, "--json", *style)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["nats_per_token"]
+
+    own, other = nats("--style", "abc"), nats("--style", "xyz")
+    assert own < other - 0.5  # the ab text is far likelier read as the ab style
+    assert nats() == pytest.approx(nats("--style", "abc=0.25,xyz=0.75"), abs=1e-6)
+    assert nats() != pytest.approx(own, abs=1e-3)
+    refused = run("eval", "--checkpoint", folder, text, "--style", "qq")
+    assert refused.exit_code == 2
+    assert "unknown style 'qq': this model knows abc, xyz" in refused.output

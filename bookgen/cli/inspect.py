@@ -195,6 +195,13 @@ def evaluate(
     adapt_decay: AdaptDecayOption = AdaptSettings.adapt_decay,
     adapt_segment: AdaptSegmentOption = AdaptSettings.adapt_segment,
     adapt_rule: AdaptRuleOption = AdaptSettings.adapt_rule,
+    style: Annotated[
+        Optional[str],
+        typer.Option(
+            help="For a model trained on several styles: read the text in this style or mix "
+            "(as sample --style) [default: the mix of its styles by their share of the text]."
+        ),
+    ] = None,
     as_json: JsonOption = False,
     encoding: EncodingOption = None,
     keep_markup: KeepMarkupOption = False,
@@ -222,6 +229,7 @@ def evaluate(
             keep_markup=keep_markup,
             adapt=adapting,
             on_progress=bar.update,
+            style=style,
         )
     if as_json:
         print(json.dumps(scores))
