@@ -116,15 +116,21 @@ def styled_run(
     return run
 
 
-def alone_run(path: Path, minutes: float, folder: Path, size: dict) -> dict:
-    result = bookgen.train(str(path), folder, minutes=minutes, force=True, **size)
+def alone_run(
+    path: Path, minutes: float, folder: Path, size: dict, args, attributor: Attributor
+) -> dict:
+    if not args.separate_trained:
+        bookgen.train(str(path), folder, minutes=minutes, force=True, **size)
     best = best_record(folder)
     manifest = json.loads((folder / "checkpoint.json").read_text())
+    # The baseline for attribution: how often the book's own model's samples land on it.
+    counts = landing(write(folder, args.samples, args.length, None, 9000), attributor)
     return {
         "book": path.stem,
         "model": manifest["model_config"],
-        "steps": result.steps,
+        "best_step": best["step"],
         "best_val_loss": round(best["val_loss"], 4),
+        "attribution": {"to": counts, "share": counts[path.stem] / args.samples},
     }
 
 
@@ -137,6 +143,12 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/bookgen-styles"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--separate-trained", action="store_true", help="the separate models are in --out"
+    )
+    parser.add_argument(
+        "--styled-from", type=Path, default=None, help="a styled run's JSON: only train the rest"
+    )
     parser.add_argument(
         "--size", default="", help="LAYERSxHIDDEN (e.g. 1x256) for every model; default: sized"
     )
@@ -168,12 +180,23 @@ def main() -> None:
         "styled": [],
     }
     for design in designs:
+        if args.styled_from:  # a styled run measured before (its JSON), not trained again
+            report["styled"].append(json.loads(args.styled_from.read_text()))
+            break
         run = styled_run(paths, design, args.minutes, args.out / design, args, attributor)
         report["styled"].append(run)
         print(json.dumps(run, indent=1))
     if len(designs) == 1 or args.separate:
         alone = [
-            alone_run(p, args.minutes / len(paths), args.out / f"alone-{p.stem}") for p in paths
+            alone_run(
+                p,
+                args.minutes / len(paths),
+                args.out / f"alone-{p.stem}",
+                args.size,
+                args,
+                attributor,
+            )  # fmt: skip
+            for p in paths
         ]
         report["separate"] = alone
         for run in report["styled"]:
