@@ -141,6 +141,19 @@ def chat(
     max_copy: MaxCopyOption = Sampling.max_copy,
     random_seed: RandomSeedOption = None,
     style: StyleOption = None,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt",
+            help="Adapt the model to the story as it is written (dynamic evaluation): each "
+            "turn it learns from the text added since the last, so it keeps to your names and "
+            "words. /undo restores the weights too, /reset the trained ones; the checkpoint is "
+            "never changed.",
+            rich_help_panel=ADAPTING,
+        ),
+    ] = False,
+    adapt_lr: AdaptLrOption = AdaptSettings.adapt_lr,
+    adapt_decay: AdaptDecayOption = AdaptSettings.adapt_decay,
 ) -> None:
     """Write a story together with the model, turn by turn, in the terminal.
 
@@ -151,10 +164,19 @@ def chat(
     /copy, /style, /save, /quit). Ctrl-C stops the model mid-turn; Ctrl-C or Ctrl-D at an
     empty prompt ends the session. With stdin from a pipe, each line is one turn:
     printf 'It was\\n/quit\\n' | bookgen chat
+
+    With --adapt the model learns from the story as it goes (your names, your words): once a
+    turn, a small gradient step every 50 tokens of the text added, in memory only.
     """
+    from bookgen.errors import BookgenError
     from bookgen.interactive import chat_main
 
     settings = Sampling(
         length=length, temperature=temperature, top_k=top_k, top_p=top_p, max_copy=max_copy
     )
-    raise typer.Exit(chat_main(checkpoint, random_seed, settings, style))
+    adapting = AdaptSettings(adapt_lr=adapt_lr, adapt_decay=adapt_decay)
+    if not adapt and adapting != AdaptSettings():
+        raise BookgenError("--adapt-lr and --adapt-decay need --adapt")
+    raise typer.Exit(
+        chat_main(checkpoint, random_seed, settings, style, adapting if adapt else None)
+    )
