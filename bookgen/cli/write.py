@@ -79,9 +79,15 @@ def sample(
     your characters' names and your turns of phrase, without training: it reads the passage
     taking a small gradient step every 50 tokens (as bookgen eval --adapt does), then reads
     --seed from a fresh state and writes. The adapted weights live in memory for this run
-    only; the checkpoint is never changed. For example, a page of your story with its names:
-    bookgen sample --adapt-on my-chapter.txt --seed "ZORBALIND. " --length 500
-    A larger --adapt-lr holds to the passage more strongly (and, too large, garbles the text).
+    only; the checkpoint is never changed. A typical use, a page or two of your own story:
+
+    bookgen sample --adapt-on my-chapter.txt --adapt-lr 2e-3 --seed "ZORBALIND:" --length 500
+
+    The default --adapt-lr suits long texts; a passage of a page or two wants a larger one.
+    Measured on Tiny Shakespeare's 10-minute model and a 1,100-character passage with four
+    invented names (benchmarks/adapt_names.py), 20 samples of 500 characters: 0 wrote a name
+    unadapted, 2 at the default 5e-4, 8 at 1e-3, all 20 at 2e-3 (its loss on other text up
+    0.11 nats/char); at 1e-2 the text garbles.
     """
     from bookgen.errors import BookgenError
 
