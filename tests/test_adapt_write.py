@@ -296,3 +296,24 @@ def test_chat_adapt_from_the_cli(trained):
     assert folder_hash(trained) == hashed
     refused = run("chat", "--checkpoint", trained, "--adapt-lr", 0.01, input="/quit\n")
     assert refused.exit_code == 2 and "need --adapt" in refused.output
+
+
+def test_ctrl_c_while_adapting_leaves_the_weights_as_they_were(trained, monkeypatch):
+    story = adapting_story(trained)
+    "".join(story.turn("It was"))
+    weights, turns = weights_of(story.writer.model), len(story.snapshots)
+    learn = Adapter.learn
+    calls = []
+
+    def ctrl_c_on_the_second_step(self, loss):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        learn(self, loss)
+
+    monkeypatch.setattr(Adapter, "learn", ctrl_c_on_the_second_step)
+    with pytest.raises(KeyboardInterrupt):
+        story.turn(" the best of times, it was the worst of times, it was the age of" * 2)
+    assert len(calls) == 2  # one step was taken, and taken back
+    assert same_weights(story.writer.model, weights)
+    assert len(story.snapshots) == turns
