@@ -31,14 +31,17 @@ trained ones back, and a checkpoint on disk is never written.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from bookgen.context import RunContext, to_device
-from bookgen.model import RecurrentLM, detach_state
+from bookgen.model import RecurrentLM, State, detach_state
 from bookgen.scoring import scored_tokens, token_nats
 from bookgen.settings import AdaptRule, AdaptSettings
 from bookgen.streams import StreamBatcher, TokenStream
+from bookgen.tokenizer import UNK_ID
 
 # The rms rule's moving average of squared gradients (RMSprop's), and what keeps a weight that
 # has had no gradient yet from dividing by zero.
@@ -47,6 +50,15 @@ RMS_EPSILON = 1e-8
 
 # (tokens read so far, tokens in all): called after each segment.
 Progress = Callable[[int, int], None]
+
+
+@dataclass
+class AdaptedWeights:
+    """What an Adapter has changed, copied (`Adapter.snapshot`): one tensor per weight each."""
+
+    weights: list[torch.Tensor]
+    squares: list[torch.Tensor]
+    steps: int
 
 
 class Adapter:
@@ -85,6 +97,25 @@ class Adapter:
         squares.mul_(RMS_BETA).addcmul_(gradient, gradient, value=1 - RMS_BETA)
         mean = squares / (1 - RMS_BETA**self.steps)
         return gradient / mean.sqrt_().add_(RMS_EPSILON)
+
+    def snapshot(self) -> AdaptedWeights:
+        """A copy of what adapting has changed so far (the weights, the rms rule's squares and
+        its count of steps), for `restore`: twice the model's fp32 size, a copy per call."""
+        return AdaptedWeights(
+            [weight.detach().clone() for weight in self.weights],
+            [squares.clone() for squares in self.squares],
+            self.steps,
+        )
+
+    def restore(self, snapshot: AdaptedWeights) -> None:
+        """The weights and the rule's memory exactly as they were at `snapshot`."""
+        with torch.no_grad():
+            for weight, squares, kept, kept_squares in zip(
+                self.weights, self.squares, snapshot.weights, snapshot.squares, strict=True
+            ):
+                weight.copy_(kept)
+                squares.copy_(kept_squares)
+        self.steps = snapshot.steps
 
     def reset(self) -> None:
         """The trained weights again, and no gradient seen."""
@@ -134,3 +165,42 @@ def read_sums(
     finally:
         model.train(was_training)
     return float(total), count
+
+
+def read_adapting(
+    model: RecurrentLM,
+    tokens: torch.Tensor,
+    state: State,
+    adapter: Adapter,
+    segment: int,
+    context: RunContext,
+    style: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, State]:
+    """Read `tokens` ((N,) long, N >= 1, on the model's device) after `state`, learning from
+    them in segments of `segment` tokens as `read_sums` does: (the logits after the last token
+    (V,), fp32, and the state after it, detached). `style`: (1, S) mixing weights, or None.
+
+    Each segment's inputs are predicted with the weights as they stand before it is learned
+    from; its targets are the next tokens, so the last token is read but learned from only once
+    the text that follows it is (its logits are the prediction returned). Used to write after
+    adapting (sampler.py's `TextGenerator.adapted`, chat's --adapt)."""
+    was_training = model.training
+    model.eval()
+    logits = None
+    try:
+        for start in range(0, tokens.numel(), segment):
+            inputs = tokens[start : start + segment]
+            targets = tokens[start + 1 : start + segment + 1]  # one fewer at the very end
+            with torch.enable_grad(), context.autocast():
+                logits, state = model(inputs.view(-1, 1), state, style=style)
+            if targets.numel() > 0:
+                # The unknown token is never written; its loss would teach nothing useful.
+                loss = F.cross_entropy(
+                    logits[: targets.numel(), 0].float(), targets, ignore_index=UNK_ID
+                )
+                if bool(torch.isfinite(loss)):  # NaN when every target is unknown
+                    adapter.learn(loss)
+            state = detach_state(state)
+    finally:
+        model.train(was_training)
+    return logits[-1, 0].detach().float(), state

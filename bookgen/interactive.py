@@ -20,7 +20,8 @@ from rich.console import Console
 
 from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.sampler import SamplingSettings, load
-from bookgen.story import Story
+from bookgen.settings import AdaptSettings
+from bookgen.story import ADAPT_UNDO, Story
 from bookgen.styles import describe
 
 PROMPT = "> "
@@ -67,6 +68,17 @@ text that starts with /. An empty line lets the model go on.
   /quit           end the session (so do Ctrl-D, and Ctrl-C at an empty prompt)
 Ctrl-C while the model writes stops it there; the story keeps what was written."""
 
+ADAPT_HELP = f"""
+Adapting is on (--adapt): at each turn the model learns from the text added since the last one
+(its own and yours), so it keeps to the story's names and words. The weights change in memory
+only, never in the checkpoint. /undo puts back the weights too (the last {ADAPT_UNDO} turns: each
+keeps a copy of them); /reset puts back the trained weights."""
+
+
+def help_text(story: Story) -> str:
+    """What /help shows: the commands, and what adapting does when it is on."""
+    return HELP + ADAPT_HELP if story.adapter is not None else HELP
+
 
 class EndSession(Exception):
     """Raised by `/quit`."""
@@ -92,6 +104,8 @@ def command(story: Story, line: str) -> str | Generator[str, None, None]:
         return f"undone: the story is back to {len(story.text):,} characters"
     if name == "/reset":
         story.reset()
+        if story.adapter is not None:
+            return "reset: a new story, from a fresh state and the trained weights"
         return "reset: a new story, from a fresh state"
     if name == "/save":
         if not argument:
@@ -99,7 +113,7 @@ def command(story: Story, line: str) -> str | Generator[str, None, None]:
         path = story.save(argument)
         return f"saved {len(story.text):,} characters to {path}"
     if name == "/help":
-        return HELP
+        return help_text(story)
     if name == "/quit":
         raise EndSession
     raise BookgenError(f"unknown command {name}: /help lists the commands")
@@ -257,14 +271,17 @@ def chat_main(
     random_seed: int | None = None,
     settings: SamplingSettings | None = None,
     style: str | None = None,
+    adapt: AdaptSettings | None = None,
 ) -> int:
     """`bookgen chat`: a session in the terminal, or line by line from a pipe. Returns 0.
 
     Raises BookgenError for bad settings, a style the model does not know or a checkpoint that
-    cannot be loaded.
+    cannot be loaded. With `adapt`, the model adapts to the story as it is written (story.py).
     """
     writer = load(checkpoint)
-    story = Story(writer, settings, random_seed, style)  # a missing book is said now, not mid-story
+    story = Story(
+        writer, settings, random_seed, style, adapt
+    )  # a missing book is said now, not mid-story
     if not sys.stdin.isatty():
         # stdout carries only the story, so it can be piped on; messages go to stderr.
         return run_chat(story, _read_piped_line, sys.stdout, False, Console(stderr=True))
@@ -273,6 +290,8 @@ def chat_main(
     banner = f"bookgen chat with {where}: type text and the model continues it; /help for commands"
     if story.style is not None:
         banner += f"; style {style_text(story)} (/style to change it)"
+    if adapt is not None:
+        banner += "; adapting to the story as it is written (/help says how)"
     console.print(banner, style="bold", markup=False, soft_wrap=True)  # one line, however wide
     return run_chat(story, _terminal_reader(), console, True)
 

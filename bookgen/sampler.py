@@ -17,6 +17,7 @@ per token. A `Primed` carries its style: what is read or written after it keeps 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import random
 import warnings
 from collections.abc import Iterator
@@ -25,13 +26,17 @@ from pathlib import Path
 
 import torch
 
+from bookgen.adapt import Adapter, read_adapting
 from bookgen.checkpoint import Checkpoint, latest_checkpoint, load_checkpoint
 from bookgen.context import RunContext, inference_context, resolve_device
 from bookgen.device_sampler import BlockRunner, device_generators, settings_key, write
 from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.guard import CopyGuard, CopyRun, load_guard
 from bookgen.model import RecurrentLM, State
-from bookgen.settings import SamplingSettings  # declared there, away from torch (for --help)
+from bookgen.settings import (
+    AdaptSettings,
+    SamplingSettings,
+)  # declared there, away from torch (for --help)
 from bookgen.styles import Style, model_styles, neutral_weights, one_style_name, parse_style
 from bookgen.tokenizer import UNK_ID, StreamDecoder, Tokenizer
 
@@ -343,6 +348,27 @@ class TextGenerator:
     ) -> Primed:
         """Run `text` through the model, starting from `primed` (or a fresh state in `style`,
         see `style_weights`). A `primed` keeps its own style: give `style` only without one."""
+        return self._read(text, primed, style, None)
+
+    def read_adapting(
+        self,
+        text: str,
+        adapter: Adapter,
+        primed: Primed | None = None,
+        style: str | torch.Tensor | None = None,
+    ) -> Primed:
+        """`prime`, learning from `text` as it is read: `adapter` (over this writer's model)
+        moves the weights in place, a segment at a time (adapt.py's `read_adapting`). The fast
+        step sees the new weights: `step_kernel` rebuilds itself when they change."""
+        return self._read(text, primed, style, adapter)
+
+    def _read(
+        self,
+        text: str,
+        primed: Primed | None,
+        style: str | torch.Tensor | None,
+        adapter: Adapter | None,
+    ) -> Primed:
         if primed is not None and style is not None:
             raise ValueError("prime: a primed state keeps its style; give a style only to start")
         if not text and primed is None:
@@ -354,7 +380,7 @@ class TextGenerator:
             warnings.warn(
                 f"not in the model's vocabulary, read as unknown: {shown}",
                 BookgenWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         ids = self.tokenizer.encode(text)
         device = self.context.device
@@ -372,12 +398,44 @@ class TextGenerator:
         decoder = decoder or self.tokenizer.stream_decoder()
         for token in ids:
             decoder.push(token)  # the seed is already written; the decoder only learns context
-        tokens = torch.tensor(ids, dtype=torch.long, device=device).view(-1, 1)
-        with self.context.autocast():
-            logits, state = self.model(tokens, state, style=batch_style)
+        tokens = torch.tensor(ids, dtype=torch.long, device=device)
+        if adapter is None:
+            with self.context.autocast():
+                logits, state = self.model(tokens.view(-1, 1), state, style=batch_style)
+            last = logits[-1, 0].float()
+        else:
+            segment = adapter.settings.adapt_segment
+            last, state = read_adapting(
+                self.model, tokens, state, adapter, segment, self.context, batch_style
+            )
         # Text read from outside (a seed, the user's turn) is not the model's: copying starts
         # counting again after it.
-        return Primed(state, logits[-1, 0].float(), decoder, style=weights)
+        return Primed(state, last, decoder, style=weights)
+
+    def adapted(
+        self,
+        text: str,
+        settings: AdaptSettings | None = None,
+        *,
+        adapt_lr: float | None = None,
+        adapt_decay: float | None = None,
+        style: str | torch.Tensor | None = None,
+    ) -> TextGenerator:
+        """A writer whose model has read `text` (in `style`), adapting to it as `bookgen eval
+        --adapt` does (adapt.py): it writes with the names and the diction of `text`.
+
+        The adapted weights are a copy (the model's size once more): this writer, and the
+        checkpoint on disk, are unchanged, so adapt once and write from the result as often as
+        wanted. `settings` (AdaptSettings, default its defaults) with `adapt_lr` and
+        `adapt_decay` overriding theirs."""
+        settings = adapt_settings(settings, adapt_lr, adapt_decay)
+        model = copy.deepcopy(self.model)
+        writer = TextGenerator(model, self.tokenizer, self.context, self.checkpoint, self.styles)
+        writer._guards = self._guards  # the guard knows the book, not the weights: shared
+        writer.draw_on_device, writer.capture_graphs = self.draw_on_device, self.capture_graphs
+        if text:
+            writer.read_adapting(text, Adapter(model, settings), style=style)
+        return writer
 
     def prime_written(self, text: str, primed: Primed, max_copy: int) -> Primed:
         """Read `text` that the model itself wrote, from `primed` (taken over, as by `prime`).
@@ -499,18 +557,52 @@ class TextGenerator:
         random_seed: int | None = None,
         max_copy: int = DEFAULTS.max_copy,
         style: str | torch.Tensor | None = None,
+        adapt_on: str | None = None,
+        adapt_lr: float | None = None,
+        adapt_decay: float | None = None,
+        adapt: AdaptSettings | None = None,
     ) -> Iterator[str]:
         """Prime with the whole `seed`, then yield the continuation piece by piece.
 
         `seed` is the text to continue; `random_seed` fixes the draws (the same one gives the
         same text). The settings are those of `SamplingSettings`. `style`, for a model trained
         on several: "austen", or a mix "austen=0.7,shelley=0.3" (see `style_weights`).
+
+        `adapt_on`: a passage of your own (your names, your diction) that the model first reads,
+        adapting its weights to it (dynamic evaluation, adapt.py; `adapt` an AdaptSettings,
+        `adapt_lr` and `adapt_decay` overriding its values); then it reads `seed` from a fresh
+        state and writes with the adapted weights. They are a copy made for this call: this
+        writer's own weights are unchanged afterwards, and so is the checkpoint on disk (to
+        adapt once and write many times, use `adapted`).
         """
         settings = SamplingSettings(
             length=length, temperature=temperature, top_k=top_k, top_p=top_p, max_copy=max_copy
         )
+        writer = self
+        if adapt_on is not None:
+            writer = self.adapted(
+                adapt_on, adapt, adapt_lr=adapt_lr, adapt_decay=adapt_decay, style=style
+            )
+        elif (adapt_lr, adapt_decay, adapt) != (None, None, None):
+            raise BookgenError(
+                "adapt_lr, adapt_decay and adapt need adapt_on: the text to adapt to"
+            )
         generator = make_generator(random_seed)
-        return self.stream(self.prime(seed, style=style), settings, generator)
+        return writer.stream(writer.prime(seed, style=style), settings, generator)
+
+
+def adapt_settings(
+    settings: AdaptSettings | None = None,
+    adapt_lr: float | None = None,
+    adapt_decay: float | None = None,
+) -> AdaptSettings:
+    """`settings` (default: AdaptSettings's defaults) with the lr and decay given replacing its."""
+    changes = {
+        name: value
+        for name, value in (("adapt_lr", adapt_lr), ("adapt_decay", adapt_decay))
+        if value is not None
+    }
+    return dataclasses.replace(settings or AdaptSettings(), **changes)
 
 
 def make_generator(random_seed: int | None) -> torch.Generator:

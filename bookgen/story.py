@@ -15,6 +15,21 @@ reads the story so far again from the new style's start: the state is then the o
 would have reached writing in that style. A change of style is a step of its own, which `undo`
 takes back. What a person types and sees (slash commands, help, the terminal)
 is interactive.py's; here are only the text, the state and the settings.
+
+Adapting (`adapt=AdaptSettings()`, `bookgen chat --adapt`): the model learns from the story as
+it is written (dynamic evaluation, adapt.py). Once per turn, the text added since the last time
+(the model's last continuation and the user's new text) is read again from the state before it,
+in segments, a gradient step after each; the state after that reading is the one the model
+writes from. The writer's weights move in place; `reset` puts the trained ones back, and the
+checkpoint on disk is never changed.
+
+    turn 2:  a1 --adapt on " the best of" + " times"--> s3' (weights th1 -> th2) --write--> ...
+             (a1: the state after turn 1's user text, where adapting stopped)
+
+`undo` restores the weights as they were before the turn: each turn's snapshot holds a copy of
+what adapting changes, the weights and the rms rule's mean squares, twice the model's fp32 size
+(a 2 x 512 character LSTM, 4.2 million weights: 32 MiB a turn). So that a long story does not
+fill the memory, only the last ADAPT_UNDO turns can be undone with adapting on.
 """
 
 from __future__ import annotations
@@ -25,9 +40,15 @@ from pathlib import Path
 
 import torch
 
+from bookgen.adapt import AdaptedWeights, Adapter
 from bookgen.errors import BookgenError
 from bookgen.files import atomic_write
 from bookgen.sampler import Primed, SamplingSettings, TextGenerator, make_generator
+from bookgen.settings import AdaptSettings
+
+# Turns that /undo can take back while adapting: each holds a copy of the weights (see above;
+# 10 turns of a 2 x 512 model: 320 MiB).
+ADAPT_UNDO = 10
 
 
 @dataclass
@@ -38,6 +59,12 @@ class Snapshot:
     transcript_length: int  # transcript entries before the turn
     after_user: Primed | None  # the state after the user's text (None: a change of style)
     style: torch.Tensor | None  # the style before the turn
+    # Adapting: the weights before the turn (None: the step did not change them), and where
+    # adapting stood (the state after the text learned from so far, and the transcript entries
+    # that text covers).
+    weights: AdaptedWeights | None = None
+    adapt_point: Primed | None = None
+    adapt_length: int = 0
 
 
 class Story:
@@ -49,8 +76,13 @@ class Story:
         settings: SamplingSettings | None = None,
         random_seed: int | None = None,
         style: str | None = None,
+        adapt: AdaptSettings | None = None,
     ) -> None:
         self.writer = writer
+        # Adapting moves the writer's own weights (in place): give a Story a writer of its own.
+        self.adapter: Adapter | None = Adapter(writer.model, adapt) if adapt is not None else None
+        self._adapt_point: Primed | None = None  # the state after the text learned from so far
+        self._adapt_length = 0  # the transcript entries learned from
         # (S,) mixing weights: `style`, or the neutral mix (None for a model without styles).
         self.style: torch.Tensor | None = writer.style_weights(style)
         self.use(settings or SamplingSettings())  # `length` is per turn
@@ -78,15 +110,28 @@ class Story:
         being read is closed first, keeping what was read of it (as in retry, undo, reset, save).
         """
         self._stop_writing()
+        before = self.primed.copy() if self.primed is not None else None
+        weights = self.adapter.snapshot() if self.adapter is not None else None
+        try:
+            after_user = self._read_turn(user_text).copy()
+        except BaseException:  # a Ctrl-C while adapting: the weights as they were
+            if weights is not None:
+                self.adapter.restore(weights)
+            raise
         snapshot = Snapshot(
-            before=self.primed.copy() if self.primed is not None else None,
-            transcript_length=len(self.transcript),
-            after_user=self._read(user_text).copy(),
-            style=self.style,
+            before,
+            len(self.transcript),
+            after_user,
+            self.style,
+            weights,
+            self._adapt_point,
+            self._adapt_length,
         )
         # Only now, with the text read, does anything change (a Ctrl-C above changes nothing).
-        self.snapshots.append(snapshot)
+        self._push(snapshot)
         self.transcript.append(("user", user_text))
+        if self.adapter is not None:  # learned from up to here
+            self._adapt_point, self._adapt_length = after_user, len(self.transcript)
         return self._write_from(snapshot.after_user)
 
     def retry(self) -> Generator[str, None, None]:
@@ -101,14 +146,24 @@ class Story:
         return self._write_from(snapshot.after_user)
 
     def undo(self) -> None:
-        """Take back the last turn: the state and the text are as they were before it."""
+        """Take back the last turn: the state, the text (and, adapting, the weights) are as they
+        were before it."""
         if not self.snapshots:
+            if self.adapter is not None and self.transcript:
+                raise BookgenError(
+                    f"nothing more to undo: while adapting, /undo goes back {ADAPT_UNDO} turns "
+                    "at most (/reset starts afresh)"
+                )
             raise BookgenError("nothing to undo")
         self._stop_writing()
         snapshot = self.snapshots.pop()
         del self.transcript[snapshot.transcript_length :]
         self.primed = snapshot.before.copy() if snapshot.before is not None else None
         self.style = snapshot.style
+        if self.adapter is not None:
+            if snapshot.weights is not None:
+                self.adapter.restore(snapshot.weights)
+            self._adapt_point, self._adapt_length = snapshot.adapt_point, snapshot.adapt_length
 
     def restyle(self, style: str | torch.Tensor | None) -> None:
         """Write from now on in `style` (a spec, weights, or None: the neutral mix; see
@@ -120,9 +175,20 @@ class Story:
             self.writer.prime(self.text, None, style=weights) if self.primed is not None else None
         )
         # Only now, with the story read again, does anything change (as in `turn`).
-        before = Snapshot(self.primed, len(self.transcript), after_user=None, style=self.style)
-        self.snapshots.append(before)
+        before = Snapshot(
+            self.primed,
+            len(self.transcript),
+            after_user=None,
+            style=self.style,
+            adapt_point=self._adapt_point,
+            adapt_length=self._adapt_length,
+        )
+        self._push(before)
         self.style, self.primed = weights, reread
+        if self.adapter is not None:
+            # The story is read again with the weights as they stand, not learned from again
+            # (the last continuation, not yet learned from, never will be).
+            self._adapt_point, self._adapt_length = reread, len(self.transcript)
 
     def reset(self) -> None:
         """Start a new story: the model forgets everything, as in a new session."""
@@ -130,6 +196,9 @@ class Story:
         self.primed = None
         self.snapshots.clear()
         self.transcript.clear()
+        if self.adapter is not None:  # and the trained weights
+            self.adapter.reset()
+            self._adapt_point, self._adapt_length = None, 0
 
     def save(self, path: str | Path) -> Path:
         """Write the story so far to `path` (UTF-8, exactly as `text`); returns the path."""
@@ -137,6 +206,26 @@ class Story:
         path = Path(path).expanduser()
         atomic_write(path, self.text.encode("utf-8"))
         return path
+
+    def _push(self, snapshot: Snapshot) -> None:
+        self.snapshots.append(snapshot)
+        if self.adapter is not None and len(self.snapshots) > ADAPT_UNDO:
+            del self.snapshots[0]  # its copy of the weights with it
+
+    def _read_turn(self, user_text: str) -> Primed:
+        """The state after `user_text`; adapting, learning from the text added since the last
+        turn (the model's continuation and `user_text`), read again from where adapting
+        stopped."""
+        added = "".join(text for _, text in self.transcript[self._adapt_length :]) + user_text
+        if self.adapter is None or not added:
+            return self._read(user_text)
+        start = self._adapt_point
+        if start is None:  # a fresh story, in its style
+            return self.writer.read_adapting(added, self.adapter, None, style=self.style)
+        primed = self.writer.read_adapting(added, self.adapter, start.copy())
+        if not user_text and self.primed is not None:  # the model goes on: still its own text
+            primed.copy_run = self.primed.copy_run
+        return primed
 
     def _read(self, text: str) -> Primed:
         # A fresh story starts in its style; once started, the state carries the style on.
