@@ -34,6 +34,7 @@ from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.guard import CopyGuard, CopyRun, load_guard
 from bookgen.model import RecurrentLM, State
 from bookgen.settings import (
+    WRITING_ADAPT_LR,
     AdaptSettings,
     SamplingSettings,
 )  # declared there, away from torch (for --help)
@@ -596,13 +597,14 @@ def adapt_settings(
     adapt_lr: float | None = None,
     adapt_decay: float | None = None,
 ) -> AdaptSettings:
-    """`settings` (default: AdaptSettings's defaults) with the lr and decay given replacing its."""
+    """`settings` (default: AdaptSettings's, with the learning rate for writing,
+    `WRITING_ADAPT_LR`) with the lr and decay given replacing its."""
     changes = {
         name: value
         for name, value in (("adapt_lr", adapt_lr), ("adapt_decay", adapt_decay))
         if value is not None
     }
-    return dataclasses.replace(settings or AdaptSettings(), **changes)
+    return dataclasses.replace(settings or AdaptSettings(adapt_lr=WRITING_ADAPT_LR), **changes)
 
 
 def make_generator(random_seed: int | None) -> torch.Generator:

@@ -20,7 +20,7 @@ from bookgen.cli.options import (
     TopKOption,
     TopPOption,
 )
-from bookgen.settings import AdaptSettings
+from bookgen.settings import WRITING_ADAPT_LR, AdaptSettings
 from bookgen.settings import SamplingSettings as Sampling
 from bookgen.styles import STYLE_HELP
 
@@ -59,7 +59,7 @@ def sample(
     random_seed: RandomSeedOption = None,
     style: StyleOption = None,
     adapt_on: AdaptOnOption = None,
-    adapt_lr: AdaptLrOption = AdaptSettings.adapt_lr,
+    adapt_lr: AdaptLrOption = WRITING_ADAPT_LR,
     adapt_decay: AdaptDecayOption = AdaptSettings.adapt_decay,
 ) -> None:
     """Write a continuation of --seed in the style of the book.
@@ -81,13 +81,13 @@ def sample(
     --seed from a fresh state and writes. The adapted weights live in memory for this run
     only; the checkpoint is never changed. A typical use, a page or two of your own story:
 
-    bookgen sample --adapt-on my-chapter.txt --adapt-lr 2e-3 --seed "ZORBALIND:" --length 500
+    bookgen sample --adapt-on my-chapter.txt --seed "ZORBALIND:" --length 500
 
-    The default --adapt-lr suits long texts; a passage of a page or two wants a larger one.
+    Writing takes a larger --adapt-lr (2e-3) than bookgen eval --adapt (5e-4, for long texts).
     Measured on Tiny Shakespeare's 10-minute model and a 1,100-character passage with four
     invented names (benchmarks/adapt_names.py), 20 samples of 500 characters: 0 wrote a name
-    unadapted, 2 at the default 5e-4, 8 at 1e-3, all 20 at 2e-3 (its loss on other text up
-    0.11 nats/char); at 1e-2 the text garbles.
+    unadapted, 2 at 5e-4, 8 at 1e-3, all 20 at 2e-3 (its loss on other text up 0.11
+    nats/char); at 1e-2 the text garbles.
     """
     from bookgen.errors import BookgenError
 
@@ -100,7 +100,7 @@ def sample(
         from bookgen.corpus import read_document
 
         passage = read_document(adapt_on).text  # a missing or empty file is said before loading
-    elif adapting != AdaptSettings():
+    elif adapting != AdaptSettings(adapt_lr=WRITING_ADAPT_LR):
         raise BookgenError(
             "--adapt-lr and --adapt-decay need --adapt-on FILE: the text to adapt to"
         )
@@ -158,7 +158,7 @@ def chat(
             rich_help_panel=ADAPTING,
         ),
     ] = False,
-    adapt_lr: AdaptLrOption = AdaptSettings.adapt_lr,
+    adapt_lr: AdaptLrOption = WRITING_ADAPT_LR,
     adapt_decay: AdaptDecayOption = AdaptSettings.adapt_decay,
 ) -> None:
     """Write a story together with the model, turn by turn, in the terminal.
@@ -181,7 +181,7 @@ def chat(
         length=length, temperature=temperature, top_k=top_k, top_p=top_p, max_copy=max_copy
     )
     adapting = AdaptSettings(adapt_lr=adapt_lr, adapt_decay=adapt_decay)
-    if not adapt and adapting != AdaptSettings():
+    if not adapt and adapting != AdaptSettings(adapt_lr=WRITING_ADAPT_LR):
         raise BookgenError("--adapt-lr and --adapt-decay need --adapt")
     raise typer.Exit(
         chat_main(checkpoint, random_seed, settings, style, adapting if adapt else None)
