@@ -22,7 +22,7 @@ from bookgen.errors import BookgenError, BookgenWarning
 from bookgen.sampler import SamplingSettings, load
 from bookgen.settings import AdaptSettings
 from bookgen.story import ADAPT_UNDO, Story
-from bookgen.styles import describe
+from bookgen.styles import describe, weaken
 
 PROMPT = "> "
 MODEL_STYLE = "cyan"  # the model's text; the user's stays in the terminal's own colour
@@ -150,7 +150,7 @@ def change_style(story: Story, argument: str) -> str:
 def style_text(story: Story) -> str:
     if story.style is None:
         return "the model's own (it was trained on one style)"
-    return describe(story.style.tolist(), story.writer.styles)
+    return describe(weaken(story.style.tolist(), story.writer.styles), story.writer.styles)
 
 
 # --- the loop ----------------------------------------------------------------------------------

@@ -38,7 +38,14 @@ from bookgen.settings import (
     AdaptSettings,
     SamplingSettings,
 )  # declared there, away from torch (for --help)
-from bookgen.styles import Style, model_styles, neutral_weights, one_style_name, parse_style
+from bookgen.styles import (
+    Style,
+    model_styles,
+    neutral_weights,
+    one_style_name,
+    parse_style,
+    strengthen,
+)
 from bookgen.tokenizer import UNK_ID, StreamDecoder, Tokenizer
 
 DEFAULTS = SamplingSettings()
@@ -323,11 +330,12 @@ class TextGenerator:
 
     def style_weights(self, style: str | torch.Tensor | None = None) -> torch.Tensor | None:
         """The mixing weights (S,) on the model's device that `style` stands for: a spec
-        ("austen", "austen=0.7,shelley=0.3"; styles.py), weights (S,) as they are, or None: the
+        ("austen", "austen=0.7,shelley=0.3"; styles.py; pushed away from the neutral mix by
+        `styles.STYLE_STRENGTH`), weights (S,) as they are, or None: the
         neutral mix, the styles weighted by their shares. None for a model without styles, which
         refuses a style (BookgenError, one line)."""
         if isinstance(style, str):
-            weights = parse_style(style, self.styles, self.one_style)
+            weights = strengthen(parse_style(style, self.styles, self.one_style), self.styles)
         elif style is None:
             if not self.styles:
                 return None

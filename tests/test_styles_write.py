@@ -24,7 +24,15 @@ from bookgen.interactive import run_chat
 from bookgen.model import ModelConfig, RecurrentLM
 from bookgen.sampler import SamplingSettings, StepKernel, TextGenerator
 from bookgen.story import Story
-from bookgen.styles import Style, describe, neutral_weights, parse_style
+from bookgen.styles import (
+    STYLE_STRENGTH,
+    Style,
+    describe,
+    neutral_weights,
+    parse_style,
+    strengthen,
+    weaken,
+)
 from bookgen.tokenizer import CharTokenizer
 
 ALPHABET = list("abxy \n")
@@ -179,8 +187,8 @@ def test_a_mix_of_one_style_is_that_style(model):
         return "".join(writer.generate(length=80, style=style, random_seed=4, temperature=1.0))
 
     pure = write("abc")
-    assert pure == write("abc=1.0,xyz=0.0") == write(torch.tensor([1.0, 0.0]))
-    assert write("abc=0.5,xyz=0.5") != pure
+    assert pure == write("abc=1.0,xyz=0.0") == write(torch.tensor(strengthen([1.0, 0.0], STYLES)))
+    assert write("abc=0.2,xyz=0.8") != pure
 
 
 def test_no_style_starts_from_the_share_weighted_mix(model):
@@ -272,7 +280,8 @@ def test_load_then_generate_in_a_mix(folder):
     def write(style) -> str:
         return "".join(writer.generate(length=60, style=style, random_seed=1, max_copy=0))
 
-    assert write("abc=0.7,xyz=0.3") == write(torch.tensor([0.7, 0.3])) != write("abc")
+    strong = torch.tensor(strengthen([0.3, 0.7], writer.styles))  # a spec is strengthened
+    assert write("abc=0.3,xyz=0.7") == write(strong) != write("abc")
 
 
 def test_sample_style_from_the_cli(folder):
@@ -380,7 +389,8 @@ def test_chat_style_rereads_the_story_and_undo_takes_it_back(model):
     with pytest.raises(BookgenError, match="style changed"):
         story.retry()
     story.undo()  # the style
-    assert story.text == "a" + first and describe(story.style.tolist(), STYLES) == "abc"
+    assert story.text == "a" + first
+    assert describe(weaken(story.style.tolist(), STYLES), STYLES) == "abc"
     assert torch.equal(story.primed.logits, before.logits)
 
 
@@ -407,3 +417,15 @@ def test_eval_reads_a_text_in_the_style_asked_for_and_by_default_in_the_neutral_
     refused = run("eval", "--checkpoint", folder, text, "--style", "qq")
     assert refused.exit_code == 2
     assert "unknown style 'qq': this model knows abc, xyz" in refused.output
+
+
+def test_a_style_by_name_is_pushed_away_from_the_neutral_mix(model):
+    """neutral + STYLE_STRENGTH * (asked - neutral): still summing to 1; weights given as a tensor
+    are used as they are; the chat banner's description undoes it."""
+    writer = TextGenerator(model, CharTokenizer(ALPHABET), styles=STYLES)
+    assert STYLE_STRENGTH == 2.0
+    assert writer.style_weights("abc").tolist() == pytest.approx([1.75, -0.75])
+    assert writer.style_weights("abc=0.25,xyz=0.75").tolist() == pytest.approx([0.25, 0.75])
+    assert writer.style_weights(None).tolist() == pytest.approx([0.25, 0.75])
+    assert writer.style_weights(torch.tensor([1.0, 0.0])).tolist() == [1.0, 0.0]
+    assert describe(weaken([1.75, -0.75], STYLES), STYLES) == "abc"
