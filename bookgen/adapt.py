@@ -135,10 +135,12 @@ def read_sums(
     context: RunContext,
     adapter: Adapter | None = None,
     on_progress: Progress | None = None,
+    mix: torch.Tensor | None = None,
 ) -> tuple[float, int]:
     """(total nats, tokens scored) over `stream` read as one row in segments of `segment`
     tokens, the state carried; with an `adapter`, learning from each segment once it is scored
-    (the weights are left adapted), without one, static.
+    (the weights are left adapted), without one, static. A styled model reads it in the style
+    `mix` (S,), if given.
 
     The text's first token of each book is left out as everywhere (`scoring.token_nats`).
     """
@@ -147,13 +149,15 @@ def read_sums(
     was_training = model.training
     model.eval()
     device = context.device
-    state = model.init_state(1, device)
+    style = None if mix is None else to_device(mix, device)[None]  # (1, S): one row
+    state = model.init_state(1, device, style=style)
     # Summed in float64 on the device, read once at the end, as scoring.evaluate_sums does.
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     try:
         for window in batcher.windows():
             with torch.set_grad_enabled(adapter is not None), context.autocast():
-                logits, state = model(to_device(window.inputs, device), state, window.resets)
+                inputs = to_device(window.inputs, device)
+                logits, state = model(inputs, state, window.resets, style)
             nats = token_nats(logits, window, device)
             total += nats.detach().sum().double()
             scored = scored_tokens(window)

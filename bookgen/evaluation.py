@@ -63,7 +63,7 @@ def evaluate_texts(
     mix = style_mix(loaded, style)
     books = open_corpus(resolve_inputs([str(p) for p in paths]), reading)
     if adapt is not None:
-        return score_adapted(loaded, whole_text(loaded, books), adapt, on_progress)
+        return score_adapted(loaded, whole_text(loaded, books), adapt, on_progress, mix)
     return score(loaded, whole_text(loaded, books), reset_every, mix)
 
 
@@ -120,20 +120,23 @@ def score_adapted(
     stream: TokenStream,
     settings: AdaptSettings,
     on_progress: AdaptProgress | None = None,
+    mix: torch.Tensor | None = None,
 ) -> dict:
     """Static and adapted figures over `stream`, both read as one stream in segments of
-    `settings.adapt_segment` tokens (adapt.py). The model's weights are the trained ones again
-    afterwards."""
+    `settings.adapt_segment` tokens (adapt.py), a styled model in the style `mix`. The model's
+    weights are the trained ones again afterwards."""
     progress = on_progress or (lambda what, done, total: None)
     model = loaded.model
     device = next(model.parameters()).device
     context = inference_context(device, loaded.precision, loaded.model_config.cell)
     segment = settings.adapt_segment
-    static = read_sums(model, stream, segment, context, None, lambda *a: progress("static", *a))
+    static = read_sums(
+        model, stream, segment, context, None, lambda *a: progress("static", *a), mix
+    )
     adapter = Adapter(model, settings)
     try:
         adapted = read_sums(
-            model, stream, segment, context, adapter, lambda *a: progress("adapted", *a)
+            model, stream, segment, context, adapter, lambda *a: progress("adapted", *a), mix
         )
     finally:
         adapter.reset()

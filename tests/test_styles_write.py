@@ -414,6 +414,14 @@ def test_eval_reads_a_text_in_the_style_asked_for_and_by_default_in_the_neutral_
     assert own < other - 0.5  # the ab text is far likelier read as the ab style
     assert nats() == pytest.approx(nats("--style", "abc=0.25,xyz=0.75"), abs=1e-6)
     assert nats() != pytest.approx(own, abs=1e-3)
+    # --adapt reads the text as one stream, in the style asked for too.
+    adapted = {
+        name: json.loads(
+            run("eval", "--checkpoint", folder, text, "--json", "--adapt", "--style", name).stdout
+        )
+        for name in ("abc", "xyz")
+    }
+    assert adapted["abc"]["nats_per_token"] < adapted["xyz"]["nats_per_token"] - 0.2
     refused = run("eval", "--checkpoint", folder, text, "--style", "qq")
     assert refused.exit_code == 2
     assert "unknown style 'qq': this model knows abc, xyz" in refused.output
