@@ -148,7 +148,12 @@ def weaken(weights: list[float], styles: list[Style], strength: float = STYLE_ST
 
 def describe(weights: list[float], styles: list[Style]) -> str:
     """Weights as a spec a person could type back: "austen", or "austen=0.7,shelley=0.3"."""
-    used = [(style.name, weight) for style, weight in zip(styles, weights, strict=True) if weight]
+    # Below 1e-6 a weight is the rounding of `weaken` (or of float32), not a style asked for.
+    used = [
+        (style.name, weight)
+        for style, weight in zip(styles, weights, strict=True)
+        if abs(weight) > 1e-6
+    ]
     if len(used) == 1:
         return used[0][0]
     return ",".join(f"{name}={weight:.2f}".rstrip("0").rstrip(".") for name, weight in used)

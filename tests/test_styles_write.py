@@ -437,3 +437,5 @@ def test_a_style_by_name_is_pushed_away_from_the_neutral_mix(model):
     assert writer.style_weights(None).tolist() == pytest.approx([0.25, 0.75])
     assert writer.style_weights(torch.tensor([1.0, 0.0])).tolist() == [1.0, 0.0]
     assert describe(weaken([1.75, -0.75], STYLES), STYLES) == "abc"
+    three = [Style("a", 0.5), Style("b", 0.3), Style("c", 0.2)]
+    assert describe(weaken(strengthen([0.0, 1.0, 0.0], three), three), three) == "b"
