@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -37,6 +38,7 @@ from bookgen.checkpoint import read_metrics
 from bookgen.context import processor_name
 from bookgen.corpus import read_document
 from bookgen.style import Alphabet, NgramModel, StyleSettings
+from bookgen.styles import STYLE_STRENGTH
 
 ROOT = Path(__file__).resolve().parents[1]
 SHELF = ROOT.parent / "shared" / "corpora" / "gutenberg"
@@ -101,8 +103,15 @@ def styled_run(
         "best_val_loss": round(best["val_loss"], 4),
         "val_loss_by_style": {k: round(v, 4) for k, v in best.get("val_loss_by_style", {}).items()},
     }
-    if design != "none":
+    return sampled(run, folder, args, attributor)
+
+
+def sampled(run: dict, folder: Path, args, attributor: Attributor) -> dict:
+    """`run` with its samples' attribution (per style asked for by name, at the default
+    strength), a mix and where samples with no style land."""
+    if run["design"] != "none":
         run["attribution"] = {}
+        run["style_strength"] = STYLE_STRENGTH
         for index, name in enumerate(attributor.models):
             samples = write(folder, args.samples, args.length, name, 1000 * index)
             counts = landing(samples, attributor)
@@ -144,6 +153,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/bookgen-styles"))
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
+        "--resample", action="store_true", help="with --styled-from: write its samples again"
+    )
+    parser.add_argument(
         "--separate-trained", action="store_true", help="the separate models are in --out"
     )
     parser.add_argument(
@@ -166,10 +178,7 @@ def main() -> None:
     attributor = Attributor({p.stem: read_document(p).text for p in paths})
     report = {
         "benchmark": "one styled model on three books vs one model per book, same total time",
-        "command": "python benchmarks/styles.py "
-        f"--minutes {args.minutes:g} --designs {args.designs} --samples {args.samples}"
-        + (" --separate" if args.separate else "")
-        + (f" --size {args.size['layers']}x{args.size['hidden_size']}" if args.size else ""),
+        "command": "python benchmarks/styles.py " + " ".join(sys.argv[1:]),
         "threads": torch.get_num_threads(),
         "date": date.today().isoformat(),
         "processor": processor_name(),
@@ -180,8 +189,11 @@ def main() -> None:
         "styled": [],
     }
     for design in designs:
-        if args.styled_from:  # a styled run measured before (its JSON), not trained again
-            report["styled"].append(json.loads(args.styled_from.read_text()))
+        if args.styled_from:  # a styled run trained before (its JSON), not trained again
+            run = json.loads(args.styled_from.read_text())
+            if args.resample:
+                run = sampled(run, args.out / run["design"], args, attributor)
+            report["styled"].append(run)
             break
         run = styled_run(paths, design, args.minutes, args.out / design, args, attributor)
         report["styled"].append(run)
