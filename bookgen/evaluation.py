@@ -108,10 +108,17 @@ def score(
     return {
         "tokens": len(stream),
         "chars": stream.chars,
-        "nats_per_token": nats,
-        "perplexity": math.exp(min(nats, 700.0)),
-        "bits_per_char": bits_per_char(nats, stream),
+        **_figures(nats, stream),
         "unknown_chars": stream.unknown_chars,
+    }
+
+
+def _figures(nats: float, stream: TokenStream, prefix: str = "") -> dict:
+    """Mean nats per token as eval reports it: with perplexity and bits per character."""
+    return {
+        f"{prefix}nats_per_token": nats,
+        f"{prefix}perplexity": math.exp(min(nats, 700.0)),
+        f"{prefix}bits_per_char": bits_per_char(nats, stream),
     }
 
 
@@ -144,12 +151,8 @@ def score_adapted(
     return {
         "tokens": len(stream),
         "chars": stream.chars,
-        "nats_per_token": nats,
-        "perplexity": math.exp(min(nats, 700.0)),
-        "bits_per_char": bits_per_char(nats, stream),
+        **_figures(nats, stream),
         "unknown_chars": stream.unknown_chars,
-        "adapted_nats_per_token": adapted_nats,
-        "adapted_perplexity": math.exp(min(adapted_nats, 700.0)),
-        "adapted_bits_per_char": bits_per_char(adapted_nats, stream),
+        **_figures(adapted_nats, stream, "adapted_"),
         **asdict(settings),
     }

@@ -7,7 +7,6 @@ itself (`written_by_forward`), never against the fast step kernel under test.
 
 from __future__ import annotations
 
-import hashlib
 import io
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from bookgen.settings import AdaptSettings
 from bookgen.story import Story
 from bookgen.tokenizer import CharTokenizer
 from tests.conftest import TINY_BOOK, TINY_MODEL
+from tests.test_adapt import folder_hash
 from tests.test_styles_write import ALPHABET, STYLES, styled_model
 
 runner = CliRunner()
@@ -51,14 +51,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     settings = {**TINY_MODEL, "learning_rate": 0.03, "warmup_steps": 5}
     bookgen.train(book, folder / "model", steps=40, eval_every=40, **settings)
     return folder / "model"
-
-
-def folder_hash(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
-    return digest.hexdigest()
 
 
 def weights_of(model) -> list[torch.Tensor]:

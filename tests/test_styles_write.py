@@ -34,6 +34,7 @@ from bookgen.styles import (
     weaken,
 )
 from bookgen.tokenizer import CharTokenizer
+from tests.test_interactive import lines_then_eof
 
 ALPHABET = list("abxy \n")
 LETTERS = {"abc": set("ab"), "xyz": set("xy")}
@@ -336,17 +337,6 @@ def test_bookgen_styles_of_a_one_style_model(tmp_path):
 
 
 # --- chat: /style and /undo --------------------------------------------------------------------
-
-
-def lines_then_eof(*lines: str):
-    queue = list(lines)
-
-    def read_line(prompt: str) -> str:
-        if not queue:
-            raise EOFError
-        return queue.pop(0)
-
-    return read_line
 
 
 def test_chat_style_then_undo_in_the_loop(model):
